@@ -1,0 +1,111 @@
+"""Audio I/O for ``wav.scp`` entries: files (soundfile), Kaldi arks (kaldiio) and, only with an
+explicit opt-in, pipe commands (``sox in.flac -t wav - |``).
+
+Pipes execute a shell command taken from a data file, so they are refused unless the caller
+passes ``allow_pipes=True`` (CLI: ``--allow-pipes``; environment: ``STK_ALLOW_PIPES=1``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+
+import numpy as np
+
+_ARK_RE = re.compile(r"^(.+\.ark):(\d+)(\[.*\])?$")
+
+
+class AudioError(ValueError):
+    """Audio cannot be read; the message names the file."""
+
+
+def pipes_allowed(allow_pipes: bool) -> bool:
+    return allow_pipes or os.environ.get("STK_ALLOW_PIPES", "") == "1"
+
+
+def _run_pipe(spec: str, allow_pipes: bool) -> bytes:
+    if not pipes_allowed(allow_pipes):
+        raise AudioError(
+            f"wav.scp entry is a pipe command ({spec!r}); pipes run shell commands and are refused "
+            "unless you opt in with --allow-pipes (or STK_ALLOW_PIPES=1)"
+        )
+    cmd = spec.rstrip()[:-1]
+    proc = subprocess.run(cmd, shell=True, capture_output=True)
+    if proc.returncode != 0:
+        raise AudioError(f"pipe command failed ({proc.returncode}): {cmd}: {proc.stderr.decode(errors='replace')[-300:]}")
+    return proc.stdout
+
+
+def read_audio(spec: str, *, allow_pipes: bool = False) -> tuple[np.ndarray, int]:
+    """Read one ``wav.scp`` value; return ``(samples float32 in [-1, 1], (T,) mono, sample_rate)``."""
+    import soundfile as sf
+
+    spec = spec.strip()
+    try:
+        if spec.endswith("|"):
+            data, rate = sf.read(io.BytesIO(_run_pipe(spec, allow_pipes)), dtype="float32", always_2d=True)
+        elif _ARK_RE.match(spec):
+            import kaldiio
+
+            rate, arr = kaldiio.load_mat(spec)
+            data = np.asarray(arr, dtype=np.float32)
+            if np.issubdtype(arr.dtype, np.integer):
+                data = data / 32768.0
+            data = data.reshape(len(data), -1)
+        else:
+            if not os.path.exists(spec):
+                raise AudioError(f"audio file not found: {spec}")
+            data, rate = sf.read(spec, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile/kaldiio raise many types for broken files
+        raise AudioError(f"cannot read audio {spec}: {type(e).__name__}: {e}") from None
+    if data.ndim != 2 or data.shape[0] == 0:
+        raise AudioError(f"audio is empty: {spec}")
+    return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), int(rate)
+
+
+def read_audio_info(spec: str, *, allow_pipes: bool = False) -> tuple[int, int]:
+    """Return ``(sample_rate, num_frames)`` of a ``wav.scp`` value, checking the file is complete."""
+    import soundfile as sf
+
+    spec = spec.strip()
+    if spec.endswith("|") or _ARK_RE.match(spec):
+        data, rate = read_audio(spec, allow_pipes=allow_pipes)
+        return rate, len(data)
+    if not os.path.exists(spec):
+        raise AudioError(f"audio file not found: {spec}")
+    try:
+        info = sf.info(spec)
+    except Exception as e:
+        raise AudioError(f"cannot read audio {spec}: {type(e).__name__}: {e}") from None
+    if spec.lower().endswith(".wav"):
+        # a truncated RIFF file announces more data than it holds
+        expected = info.frames * info.channels * _bytes_per_sample(info.subtype)
+        if expected and os.path.getsize(spec) < expected + 44 - 8:
+            raise AudioError(
+                f"audio file is truncated: {spec} (header announces {info.frames} frames, "
+                f"file has {os.path.getsize(spec)} bytes)"
+            )
+    return int(info.samplerate), int(info.frames)
+
+
+def _bytes_per_sample(subtype: str) -> int:
+    return {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "PCM_U8": 1, "PCM_S8": 1}.get(subtype, 0)
+
+
+def load_segment(
+    wav_scp: dict[str, str],
+    utt: str,
+    segments: dict[str, tuple[str, float, float]] | None,
+    *,
+    allow_pipes: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Samples of utterance ``utt`` (a whole recording, or a ``segments`` slice of one)."""
+    if segments is not None:
+        rec, start, end = segments[utt]
+        wav, rate = read_audio(wav_scp[rec], allow_pipes=allow_pipes)
+        return wav[int(start * rate) : int(end * rate)], rate
+    return read_audio(wav_scp[utt], allow_pipes=allow_pipes)

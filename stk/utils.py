@@ -1,0 +1,54 @@
+"""Small shared helpers: atomic writes, logging, thread settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+log = logging.getLogger("stk")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr as ``time LEVEL module: message`` (results go to stdout or files)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temporary file in the same directory, fsync, then rename.
+
+    A reader (or a job killed half-way) never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def set_threads(num_threads: int | None = None) -> None:
+    """Pin torch's intra-op threads (default: ``STK_NUM_THREADS`` or all cores, at most 4)."""
+    import torch
+
+    n = num_threads or int(os.environ.get("STK_NUM_THREADS", "0")) or min(4, os.cpu_count() or 1)
+    torch.set_num_threads(n)
