@@ -1,0 +1,211 @@
+"""Datasets over Kaldi data dirs: speech-only, text-only, paired speech–text and parallel text.
+
+One class covers all four: :class:`KaldiDataset` loads features when ``speech=True`` and one
+token sequence per entry of ``targets`` (``{"text": "text", "text_en": "text.en"}`` maps a batch
+key to a data-dir file). Policies, logged with the utterance ids:
+
+- an utterance too short for the encoder's subsampling (``min_frames``) is skipped and counted;
+- an utterance whose target text is empty is skipped and counted;
+- a missing, truncated or unreadable wav raises :class:`~stk.data.audio.AudioError` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from stk.data.audio import load_segment
+from stk.data.kaldi import DataDirError, load_data_dir, read_kv
+from stk.features.fbank import FbankConfig, GlobalCMVN, compute_fbank
+
+log = logging.getLogger("stk.data")
+
+
+class KaldiDataset(torch.utils.data.Dataset):
+    """Examples from one data dir.
+
+    Args:
+        data_dir: a Kaldi data dir.
+        speech: load features (``feats.scp`` if the dir has one, else fbank from ``wav.scp``).
+        targets: batch key -> data-dir file to tokenize (``text``, ``text.en`` …).
+        tokenize: ``str -> list[int]``.
+        fbank: feature settings for on-the-fly extraction.
+        cmvn: global CMVN applied to features.
+        min_frames / max_frames: keep utterances whose feature length is in range.
+        extra_labels: batch key -> data-dir file of one label per utterance (``utt2intent``,
+            ``utt2lang``), mapped to ints by ``label_vocab[key]``.
+        allow_pipes: let ``wav.scp`` pipe commands run.
+
+    ``ds[i]`` is a dict ``{"utt_id", "feats" (T, F)?, <target> LongTensor (U,)…}``;
+    :meth:`collate` pads a list of them into ``feats (B, T, F)``, ``feats_lens (B,)``,
+    ``<target> (B, U)`` padded with ``-1`` and ``<target>_lens (B,)``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        speech: bool = True,
+        targets: dict[str, str] | None = None,
+        tokenize: Callable[[str], list[int]] | None = None,
+        fbank: FbankConfig | None = None,
+        cmvn: GlobalCMVN | None = None,
+        min_frames: int = 1,
+        max_frames: int | None = None,
+        extra_labels: dict[str, str] | None = None,
+        label_vocab: dict[str, dict[str, int]] | None = None,
+        allow_pipes: bool = False,
+    ) -> None:
+        self.dir = Path(data_dir)
+        d = load_data_dir(self.dir)
+        self.speech = speech
+        self.fbank = fbank or FbankConfig()
+        self.cmvn = cmvn
+        self.allow_pipes = allow_pipes
+        targets = targets or {}
+        if targets and tokenize is None:
+            raise ValueError("targets given but no tokenize function")
+        if speech and d.wav_scp is None and not (self.dir / "feats.scp").exists():
+            raise DataDirError(f"{self.dir}: speech=True but there is no wav.scp or feats.scp")
+        self.wav_scp, self.segments = d.wav_scp, d.segments
+        self.feats_scp = read_kv(self.dir / "feats.scp") if speech and (self.dir / "feats.scp").exists() else None
+        utts = d.utt_ids if speech else list((d.text or {}).keys())
+        texts = {key: self._read(name) for key, name in targets.items()}
+        self.labels = {key: self._read(name) for key, name in (extra_labels or {}).items()}
+        self.label_vocab = label_vocab or {}
+        langs = d.utt2lang or {}
+
+        frames = self._frame_counts(utts) if speech else {}
+        self.items: list[dict[str, Any]] = []
+        short, empty, missing = [], [], []
+        for utt in utts:
+            if speech and (frames[utt] < min_frames or (max_frames is not None and frames[utt] > max_frames)):
+                short.append(utt)
+                continue
+            item: dict[str, Any] = {"utt_id": utt}
+            ok = True
+            for key, t in texts.items():
+                if utt not in t:
+                    missing.append(utt)
+                    ok = False
+                    break
+                ids = tokenize(t[utt]) if t[utt].strip() else []
+                if not ids:
+                    empty.append(utt)
+                    ok = False
+                    break
+                item[key] = ids
+            if not ok:
+                continue
+            for key, lab in self.labels.items():
+                if utt not in lab:
+                    raise DataDirError(f"{self.dir}: utterance {utt!r} has no label in {extra_labels[key]}")
+            item["length"] = frames[utt] if speech else max(len(item[k]) for k in texts) if texts else 1
+            self.items.append(item)
+        self._report("too short/long for the encoder (frames outside range)", short)
+        self._report("with an empty transcript", empty)
+        self._report("without a target line", missing)
+        if not self.items:
+            raise DataDirError(f"{self.dir}: no usable utterances left")
+        self.lengths = [it["length"] for it in self.items]
+        self.langs = [langs.get(it["utt_id"], "unk") for it in self.items] if langs else None
+
+    def _read(self, name: str) -> dict[str, str]:
+        p = self.dir / name
+        if not p.exists():
+            raise DataDirError(f"{self.dir}: {name} not found")
+        return read_kv(p)
+
+    def _frame_counts(self, utts: list[str]) -> dict[str, int]:
+        """Feature frames per utterance from utt2num_frames, utt2dur or the audio headers."""
+        if (self.dir / "utt2num_frames").exists():
+            return {u: int(v) for u, v in read_kv(self.dir / "utt2num_frames").items()}
+        if (self.dir / "utt2dur").exists():
+            durs = read_kv(self.dir / "utt2dur")
+            return {u: self.fbank.num_frames(int(float(durs[u]) * self.fbank.sample_rate)) for u in utts if u in durs} | {
+                u: 0 for u in utts if u not in durs
+            }
+        from stk.data.audio import read_audio_info
+
+        out = {}
+        for u in utts:
+            if self.segments is not None:
+                _, s, e = self.segments[u]
+                out[u] = self.fbank.num_frames(int((e - s) * self.fbank.sample_rate))
+            else:
+                rate, n = read_audio_info(self.wav_scp[u], allow_pipes=self.allow_pipes)
+                out[u] = self.fbank.num_frames(int(n * self.fbank.sample_rate / rate))
+        return out
+
+    def _report(self, what: str, utts: list[str]) -> None:
+        if utts:
+            log.warning("%s: skipped %d utterance(s) %s: %s%s", self.dir, len(utts), what,
+                        ", ".join(utts[:5]), " …" if len(utts) > 5 else "")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_feats(self, utt: str) -> torch.Tensor:
+        """Features ``(T, F)`` of one utterance (CMVN applied)."""
+        try:
+            if self.feats_scp is not None:
+                import kaldiio
+
+                feats = torch.from_numpy(kaldiio.load_mat(self.feats_scp[utt]).copy()).float()
+            else:
+                wav, rate = load_segment(self.wav_scp, utt, self.segments, allow_pipes=self.allow_pipes)
+                feats = compute_fbank(wav, rate, self.fbank)
+        except Exception as e:
+            raise type(e)(f"utterance {utt!r} in {self.dir}: {e}") from None
+        return self.cmvn(feats) if self.cmvn is not None else feats
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        ex: dict[str, Any] = {"utt_id": item["utt_id"]}
+        if self.speech:
+            ex["feats"] = self.load_feats(item["utt_id"])
+        for key, v in item.items():
+            if isinstance(v, list):
+                ex[key] = torch.tensor(v, dtype=torch.long)
+        for key, lab in self.labels.items():
+            vocab = self.label_vocab.get(key)
+            value = lab[item["utt_id"]]
+            if vocab is not None:
+                if value not in vocab:
+                    raise DataDirError(f"utterance {item['utt_id']!r}: label {value!r} not in the {key} vocabulary")
+                ex[key] = torch.tensor(vocab[value])
+            else:
+                ex[key] = value
+        return ex
+
+    @staticmethod
+    def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(examples)
+
+
+def pad_list(seqs: list[torch.Tensor], pad_value: float | int) -> torch.Tensor:
+    """Pad ``[(L_i, ...)]`` to ``(B, max L, ...)``."""
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_value)
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad a list of examples into a batch (see :class:`KaldiDataset`)."""
+    batch: dict[str, Any] = {"utt_ids": [e["utt_id"] for e in examples]}
+    for key in examples[0]:
+        if key == "utt_id":
+            continue
+        vals = [e[key] for e in examples]
+        if key == "feats":
+            batch["feats"] = pad_list(vals, 0.0)
+            batch["feats_lens"] = torch.tensor([v.size(0) for v in vals])
+        elif isinstance(vals[0], torch.Tensor) and vals[0].dim() == 1:
+            batch[key] = pad_list(vals, -1)
+            batch[f"{key}_lens"] = torch.tensor([v.size(0) for v in vals])
+        elif isinstance(vals[0], torch.Tensor):
+            batch[key] = torch.stack(vals)
+        else:
+            batch[key] = vals
+    return batch

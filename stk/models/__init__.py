@@ -1,0 +1,37 @@
+"""Models, registered by name in :data:`MODELS`.
+
+A model is an ``nn.Module`` whose ``forward(batch) -> {"loss", "stats", "weight"}`` (see
+``docs/architecture.md``). A new system adds one file here that registers itself, e.g.::
+
+    @MODELS.register("maestro")
+    class Maestro(StkModel): ...
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from stk.registry import Registry
+
+
+class StkModel(nn.Module):
+    """Base class of registered models.
+
+    ``forward(batch: dict) -> dict`` with ``loss`` (scalar tensor), ``stats`` (dict of floats)
+    and ``weight`` (float used to average validation stats). ``batch["stream"]`` names the data
+    stream (speech-only, text-only, paired …) a multi-task model dispatches on.
+    """
+
+
+MODELS: Registry[StkModel] = Registry("model", base=StkModel)
+ENCODERS: Registry[nn.Module] = Registry("encoder", base=nn.Module)
+
+
+def _register_builtin() -> None:
+    from stk.modules.conformer import ConformerEncoder
+
+    ENCODERS.register("conformer")(ConformerEncoder)
+    from stk.models import encdec  # noqa: F401  (registers "encdec")
+
+
+_register_builtin()

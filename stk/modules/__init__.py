@@ -1,0 +1,1 @@
+"""Neural building blocks. Encoders are registered by name in :data:`ENCODERS`."""
