@@ -81,19 +81,31 @@ def read_audio_info(spec: str, *, allow_pipes: bool = False) -> tuple[int, int]:
         info = sf.info(spec)
     except Exception as e:
         raise AudioError(f"cannot read audio {spec}: {type(e).__name__}: {e}") from None
-    if spec.lower().endswith(".wav"):
-        # a truncated RIFF file announces more data than it holds
-        expected = info.frames * info.channels * _bytes_per_sample(info.subtype)
-        if expected and os.path.getsize(spec) < expected + 44 - 8:
+    if info.format == "WAV":
+        declared = _riff_data_end(spec)
+        if declared is not None and os.path.getsize(spec) < declared:
             raise AudioError(
-                f"audio file is truncated: {spec} (header announces {info.frames} frames, "
-                f"file has {os.path.getsize(spec)} bytes)"
+                f"audio file is truncated: {spec} (the RIFF header announces {declared} bytes, "
+                f"the file has {os.path.getsize(spec)})"
             )
     return int(info.samplerate), int(info.frames)
 
 
-def _bytes_per_sample(subtype: str) -> int:
-    return {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "PCM_U8": 1, "PCM_S8": 1}.get(subtype, 0)
+def _riff_data_end(path: str) -> int | None:
+    """Byte offset where the RIFF ``data`` chunk ends according to the header (None if unknown)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
+        if cid == b"data":
+            return None if size in (0, 0xFFFFFFFF) else pos + 8 + size
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def load_segment(

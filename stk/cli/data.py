@@ -1,0 +1,171 @@
+"""``stk data``: validate, fix, split data dirs; dump fbank features; compute CMVN."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+log = logging.getLogger("stk.data")
+app = typer.Typer(help="Kaldi data dirs: validate, fix, split, dump features, CMVN.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="data")
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    data_dir: Annotated[Path, typer.Argument(help="Kaldi data dir to check.")],
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Skip reading the audio headers.")] = False,
+    sample_rate: Annotated[int, typer.Option(help="Expected sample rate (0: any).")] = 16000,
+    allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands (runs shell commands).")] = False,
+    allow_empty_text: Annotated[bool, typer.Option(help="Accept empty transcripts.")] = False,
+) -> None:
+    """Check a data dir like Kaldi's validate_data_dir.sh: sorted unique ids, matching files,
+    non-empty transcripts, readable audio at the expected rate. Exits 1 naming the first problem."""
+    from stk.data.kaldi import DataDirError, validate_data_dir
+
+    try:
+        d = validate_data_dir(data_dir, check_audio=not no_audio, allow_pipes=allow_pipes,
+                              expected_rate=sample_rate or None, allow_empty_text=allow_empty_text)
+    except DataDirError as e:
+        _fail(e)
+    typer.echo(f"{data_dir}: OK ({len(d.utt_ids)} utterances)")
+
+
+@app.command()
+def fix(data_dir: Annotated[Path, typer.Argument(help="Data dir to repair in place.")]) -> None:
+    """Sort every file, keep only utterances present everywhere, rebuild spk2utt."""
+    from stk.data.kaldi import DataDirError, fix_data_dir
+
+    try:
+        fix_data_dir(data_dir)
+    except DataDirError as e:
+        _fail(e)
+
+
+@app.command()
+def split(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir to split.")],
+    num: Annotated[int, typer.Argument(help="Number of parts.")],
+    by_speaker: Annotated[bool, typer.Option(help="Keep each speaker within one part.")] = False,
+) -> None:
+    """Split a data dir into DATA_DIR/split<N>/<1..N> (contiguous, near-equal parts)."""
+    from stk.data.kaldi import load_data_dir, read_kv, write_kv, spk2utt_from_utt2spk
+
+    d = load_data_dir(data_dir)
+    utts = d.utt_ids
+    if num < 1 or num > len(utts):
+        _fail(ValueError(f"cannot split {len(utts)} utterances into {num} parts"))
+    groups: list[list[str]] = []
+    if by_speaker and d.utt2spk:
+        spk_groups: dict[str, list[str]] = {}
+        for u in utts:
+            spk_groups.setdefault(d.utt2spk[u], []).append(u)
+        groups = list(spk_groups.values())
+    else:
+        groups = [[u] for u in utts]
+    parts: list[list[str]] = [[] for _ in range(num)]
+    total, acc, k = len(utts), 0, 0
+    for g in groups:
+        if k < num - 1 and acc >= (k + 1) * total / num:
+            k += 1
+        parts[k].extend(g)
+        acc += len(g)
+    files = [f for f in data_dir.iterdir() if f.is_file() and f.name not in ("spk2utt", "wav.scp", "segments")]
+    for i, part in enumerate(parts, 1):
+        out = data_dir / f"split{num}" / str(i)
+        out.mkdir(parents=True, exist_ok=True)
+        keep = set(part)
+        if d.segments is not None:
+            seg = read_kv(data_dir / "segments")
+            write_kv(out / "segments", {u: v for u, v in seg.items() if u in keep})
+            recs = {d.segments[u][0] for u in part}
+            write_kv(out / "wav.scp", {r: v for r, v in (d.wav_scp or {}).items() if r in recs})
+        elif d.wav_scp is not None:
+            write_kv(out / "wav.scp", {u: v for u, v in d.wav_scp.items() if u in keep})
+        for f in files:
+            kv = read_kv(f)
+            if set(kv) & keep:
+                write_kv(out / f.name, {u: v for u, v in kv.items() if u in keep})
+        if d.utt2spk:
+            write_kv(out / "spk2utt", spk2utt_from_utt2spk({u: d.utt2spk[u] for u in part}))
+    typer.echo(f"{data_dir}/split{num}: {[len(p) for p in parts]}")
+
+
+@app.command()
+def fbank(
+    data_dir: Annotated[Path, typer.Argument(help="Input data dir (wav.scp [+ segments]).")],
+    out_dir: Annotated[Path, typer.Argument(help="Output data dir: a copy with feats.ark/feats.scp/utt2num_frames.")],
+    num_mel_bins: Annotated[int, typer.Option(help="Mel bins.")] = 80,
+    sample_rate: Annotated[int, typer.Option(help="Expected sample rate.")] = 16000,
+    allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands.")] = False,
+) -> None:
+    """Dump Kaldi fbank features to OUT_DIR/feats.{ark,scp} (kaldiio) and copy the data files."""
+    import kaldiio
+    from rich.progress import track
+
+    from stk.data.audio import AudioError, load_segment
+    from stk.data.kaldi import DataDirError, load_data_dir, write_kv
+    from stk.features.fbank import FbankConfig, compute_fbank
+    from stk.utils import set_threads
+
+    set_threads()
+    conf = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins)
+    try:
+        d = load_data_dir(data_dir)
+    except DataDirError as e:
+        _fail(e)
+    if d.wav_scp is None:
+        _fail(DataDirError(f"{data_dir}: no wav.scp"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in data_dir.iterdir():
+        if f.is_file() and f.name not in ("feats.scp", "feats.ark", "utt2num_frames"):
+            shutil.copy(f, out_dir / f.name)
+    ark = (out_dir / "feats.ark").resolve()
+    frames: dict[str, str] = {}
+    tmp_scp = out_dir / ".feats.scp.tmp"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+        for utt in track(d.utt_ids, description=f"fbank {data_dir.name}", console=None, disable=None):
+            try:
+                wav, rate = load_segment(d.wav_scp, utt, d.segments, allow_pipes=allow_pipes)
+                feats = compute_fbank(wav, rate, conf)
+            except (AudioError, ValueError) as e:
+                _fail(DataDirError(f"{data_dir}: utterance {utt!r}: {e}"))
+            writer(utt, feats.numpy())
+            frames[utt] = str(feats.size(0))
+    tmp_scp.replace(out_dir / "feats.scp")
+    write_kv(out_dir / "utt2num_frames", frames)
+    log.info("%s: %d utterances, %d frames -> %s", data_dir, len(frames), sum(map(int, frames.values())), out_dir)
+
+
+@app.command()
+def cmvn(
+    data_dirs: Annotated[list[Path], typer.Argument(help="Data dirs with feats.scp.")],
+    out: Annotated[Path, typer.Option(help="Output JSON with global mean/std.")] = Path("cmvn.json"),
+) -> None:
+    """Accumulate global CMVN statistics over dumped features."""
+    import kaldiio
+    import numpy as np
+
+    from stk.features.fbank import GlobalCMVN
+
+    total = total_sq = None
+    count = 0
+    for d in data_dirs:
+        for _, mat in kaldiio.load_scp_sequential(str(d / "feats.scp")):
+            m = mat.astype(np.float64)
+            total = m.sum(0) if total is None else total + m.sum(0)
+            total_sq = (m**2).sum(0) if total_sq is None else total_sq + (m**2).sum(0)
+            count += m.shape[0]
+    GlobalCMVN.from_stats(total, total_sq, count).save(out)
+    log.info("CMVN over %d frames -> %s", count, out)
