@@ -7,7 +7,7 @@ data:
   cmvn: data/cmvn.json
   fbank: {num_mel_bins: 80}
   train:                                    # one or more named streams, mixed by ratio
-    paired: {data_dir: data/synth_train, targets: {text: text}, max_frames: 12000}
+    paired: {data_dir: data/synth_train, targets: {text: text}, batch: {max_frames: 12000}}
   valid: {data_dir: data/synth_dev, targets: {text: text}}
 optim: {lr: 0.002, warmup_steps: 500}
 trainer: {max_epochs: 30}
@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from stk.data.sampler import BatchConfig
 from stk.features.fbank import FbankConfig
 from stk.registry import ComponentSpec
 from stk.trainer import OptimConfig, TrainerConfig
@@ -33,11 +34,8 @@ class StreamConfig:
     speech: bool = True
     targets: dict[str, str] = dataclasses.field(default_factory=lambda: {"text": "text"})
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
-    max_frames: int = 20000
-    max_batch_size: int | None = None
-    ratio: float = 1.0
-    temperature: float = 1.0
     max_input_frames: int | None = 3000
+    batch: BatchConfig = dataclasses.field(default_factory=lambda: BatchConfig(max_frames=20000))
 
 
 @dataclasses.dataclass

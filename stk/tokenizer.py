@@ -47,7 +47,6 @@ def train_tokenizer(
     model_type: str = "bpe",
     character_coverage: float = 1.0,
     user_defined_symbols: list[str] | None = None,
-    seed: int = 0,
 ) -> Path:
     """Train a SentencePiece model on ``texts`` and write ``{model_prefix}.model``/``.vocab``.
 
@@ -77,7 +76,6 @@ def train_tokenizer(
         eos_piece="<sos/eos>",
         user_defined_symbols=user_defined_symbols or [],
         hard_vocab_limit=False,
-        random_seed=seed,
         minloglevel=2,
         num_threads=1,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import sys
 from pathlib import Path
@@ -10,15 +9,11 @@ from typing import Annotated
 
 import typer
 
+from stk.decode import DecodeMethod as Method
+
 log = logging.getLogger("stk.decode")
 
 
-class Method(str, enum.Enum):
-    attention = "attention"
-    ctc_greedy = "ctc_greedy"
-    ctc_beam = "ctc_beam"
-    rnnt_greedy = "rnnt_greedy"
-    rnnt_beam = "rnnt_beam"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,13 @@
+"""Search algorithms: CTC greedy/prefix beam, joint CTC/attention beam search, RNN-T greedy/beam."""
+
+import enum
+
+
+class DecodeMethod(str, enum.Enum):
+    """Decoding methods a packaged model can be searched with (``stk decode --method``)."""
+
+    attention = "attention"
+    ctc_greedy = "ctc_greedy"
+    ctc_beam = "ctc_beam"
+    rnnt_greedy = "rnnt_greedy"
+    rnnt_beam = "rnnt_beam"

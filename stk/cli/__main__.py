@@ -1,0 +1,3 @@
+from stk.cli import main
+
+main()
