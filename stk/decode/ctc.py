@@ -1,0 +1,150 @@
+"""CTC decoding: greedy (best path) and prefix beam search (best label sequence, approximately)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from stk.decode.beam_search import Hyp
+
+__all__ = ["ctc_greedy", "ctc_prefix_beam_search", "ctc_prefix_beam_search_nbest"]
+
+_NEG_INF = float("-inf")
+
+
+def _check(log_probs: Tensor, lengths: Tensor, blank: int) -> None:
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (B, T, V), got {tuple(log_probs.shape)}")
+    B, T, V = log_probs.shape
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must be ({B},), got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"lengths must be in [0, {T}], got {lengths.tolist()}")
+    if not 0 <= blank < V:
+        raise ValueError(f"blank={blank} outside [0, {V})")
+
+
+def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
+    """Best-path decoding: arg-max per frame, merge repeats, drop blanks.
+
+    Args:
+        log_probs: (B, T, V) log-posteriors (any monotone scores work).
+        lengths: (B,) valid frames.
+        blank: blank id.
+
+    Returns:
+        Token ids per utterance.
+    """
+    _check(log_probs, lengths, blank)
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    out = []
+    for b, n in enumerate(lengths.tolist()):
+        path = torch.unique_consecutive(best[b, :n])
+        out.append([int(i) for i in path.tolist() if i != blank])
+    return out
+
+
+def _lse(a: float, b: float) -> float:
+    if a == _NEG_INF:
+        return b
+    if b == _NEG_INF:
+        return a
+    m = a if a > b else b
+    return m + math.log1p(math.exp(-abs(a - b)))
+
+
+def _prefix_beam_one(
+    lp: list[list[float]], ids: list[list[int]], blank_lp: list[float], beam_size: int, blank: int
+) -> list[tuple[tuple[int, ...], float]]:
+    """Prefix beam search over one utterance given per-frame candidate tokens (no blank)."""
+    # prefix -> [log P(prefix, ending in blank), log P(prefix, ending in non-blank)]
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, _NEG_INF]}
+    for t in range(len(blank_lp)):
+        new: dict[tuple[int, ...], list[float]] = {}
+
+        def slot(prefix: tuple[int, ...]) -> list[float]:
+            s = new.get(prefix)
+            if s is None:
+                s = new[prefix] = [_NEG_INF, _NEG_INF]
+            return s
+
+        pblank = blank_lp[t]
+        for prefix, (pb, pnb) in beams.items():
+            total = _lse(pb, pnb)
+            s = slot(prefix)
+            s[0] = _lse(s[0], total + pblank)  # stay on prefix through a blank
+            last = prefix[-1] if prefix else None
+            for c, p in zip(ids[t], lp[t]):
+                if p == _NEG_INF:
+                    continue
+                ext = prefix + (c,)
+                if c == last:
+                    # "a a" collapses to "a" unless a blank separates the two.
+                    s[1] = _lse(s[1], pnb + p)
+                    e = slot(ext)
+                    e[1] = _lse(e[1], pb + p)
+                else:
+                    e = slot(ext)
+                    e[1] = _lse(e[1], total + p)
+        ranked = sorted(new.items(), key=lambda kv: _lse(*kv[1]), reverse=True)
+        beams = dict(ranked[:beam_size])
+    final = [(prefix, _lse(*s)) for prefix, s in beams.items()]
+    final = [kv for kv in final if kv[1] > _NEG_INF] or [((), _NEG_INF)]
+    final.sort(key=lambda kv: kv[1], reverse=True)
+    return final
+
+
+def ctc_prefix_beam_search_nbest(
+    log_probs: Tensor,
+    lengths: Tensor,
+    beam_size: int = 10,
+    blank: int = 0,
+    *,
+    nbest: int = 1,
+    token_beam: int | None = None,
+) -> list[list[Hyp]]:
+    """CTC prefix beam search (Hannun et al., 2014) in log space.
+
+    Each prefix keeps the probability of the frames so far ending in blank / non-blank; paths
+    that collapse to the same prefix are merged, so scores are sums over alignments (exact when
+    nothing is pruned).
+
+    Args:
+        log_probs: (B, T, V) log-posteriors.
+        lengths: (B,) valid frames.
+        beam_size: prefixes kept after each frame.
+        blank: blank id.
+        nbest: hypotheses returned per utterance (<= beam_size).
+        token_beam: non-blank tokens tried per frame (the most likely ones; default ``beam_size``).
+
+    Returns:
+        Per utterance up to ``nbest`` :class:`Hyp`, best first, ``score`` = log P(prefix) summed
+        over the alignments kept in the beam.
+    """
+    _check(log_probs, lengths, blank)
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    V = log_probs.size(-1)
+    token_beam = beam_size if token_beam is None else token_beam
+    if token_beam < 1:
+        raise ValueError(f"token_beam must be >= 1, got {token_beam}")
+    k = min(V - 1, token_beam)
+    lp_all = log_probs.detach().double().cpu()
+    out: list[list[Hyp]] = []
+    for b, n in enumerate(lengths.tolist()):
+        lp = lp_all[b, :n]
+        vals, ids = lp.index_fill(1, torch.tensor([blank]), _NEG_INF).topk(k, dim=-1)
+        res = _prefix_beam_one(vals.tolist(), ids.tolist(), lp[:, blank].tolist(), beam_size, blank)
+        out.append([Hyp(tokens=list(p), score=s) for p, s in res[:nbest]])
+    return out
+
+
+def ctc_prefix_beam_search(
+    log_probs: Tensor, lengths: Tensor, beam_size: int = 10, blank: int = 0
+) -> list[list[int]]:
+    """Best label sequence per utterance from :func:`ctc_prefix_beam_search_nbest`."""
+    return [hyps[0].tokens for hyps in ctc_prefix_beam_search_nbest(log_probs, lengths, beam_size, blank)]

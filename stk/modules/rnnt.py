@@ -1,0 +1,357 @@
+"""RNN-T (transducer) head: prediction network, joint network, loss, and a torchaudio adapter.
+
+The head sits on top of any encoder producing ``(B, T, enc_dim)`` frames. Training uses
+``torchaudio.functional.rnnt_loss``; beam search uses ``torchaudio.models.RNNTBeamSearch``
+through :class:`TorchaudioRNNT`, which wraps an encoder callable and this head in the
+interface torchaudio's decoder expects.
+
+Token convention: ``blank`` (default 0) is both the blank symbol and the predictor's start
+symbol, as in icefall; targets never contain ``blank``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+__all__ = ["RNNTPredictor", "RNNTJoiner", "RNNTHead", "TorchaudioRNNT", "make_rnnt_beam_search"]
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+class RNNTPredictor(nn.Module):
+    """Stateful prediction network: token embedding + unidirectional LSTM.
+
+    Args:
+        vocab_size: number of symbols V (blank included).
+        embed_dim: embedding size.
+        hidden_dim: LSTM size; also the output size ``pred_dim``.
+        num_layers: stacked LSTM layers.
+        dropout: dropout on the embeddings and between LSTM layers.
+        blank: blank id, also fed as the start symbol.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_dim: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        blank: int = 0,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 2 or embed_dim < 1 or hidden_dim < 1 or num_layers < 1:
+            raise ValueError(
+                f"bad predictor sizes: vocab_size={vocab_size} embed_dim={embed_dim} "
+                f"hidden_dim={hidden_dim} num_layers={num_layers}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0 <= blank < vocab_size:
+            raise ValueError(f"blank={blank} outside [0, {vocab_size})")
+        self.vocab_size = vocab_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.blank = blank
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(
+            embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_dim
+
+    def forward(self, tokens: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        """Run the predictor over ``tokens``.
+
+        Args:
+            tokens: (B, U) token ids (the first is normally ``blank`` = start).
+            state: ``(h, c)``, each (num_layers, B, hidden_dim), or None for zeros.
+
+        Returns:
+            ``(out, (h, c))`` with ``out`` (B, U, hidden_dim).
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (B, U), got {tuple(tokens.shape)}")
+        out, new_state = self.lstm(self.dropout(self.embed(tokens)), state)
+        return out, new_state
+
+
+class RNNTJoiner(nn.Module):
+    """Joint network ``out(tanh(W_e enc + W_p pred))``.
+
+    Args:
+        enc_dim: encoder frame size E.
+        pred_dim: predictor output size P.
+        joint_dim: hidden size J of the joint.
+        vocab_size: output symbols V (blank included).
+    """
+
+    def __init__(self, *, enc_dim: int, pred_dim: int, joint_dim: int, vocab_size: int) -> None:
+        super().__init__()
+        if min(enc_dim, pred_dim, joint_dim) < 1 or vocab_size < 2:
+            raise ValueError(
+                f"bad joiner sizes: enc_dim={enc_dim} pred_dim={pred_dim} "
+                f"joint_dim={joint_dim} vocab_size={vocab_size}"
+            )
+        self.vocab_size = vocab_size
+        self.enc_proj = nn.Linear(enc_dim, joint_dim)
+        self.pred_proj = nn.Linear(pred_dim, joint_dim, bias=False)
+        self.out = nn.Linear(joint_dim, vocab_size)
+
+    def project_enc(self, enc: Tensor) -> Tensor:
+        """(..., E) -> (..., J)."""
+        return self.enc_proj(enc)
+
+    def project_pred(self, pred: Tensor) -> Tensor:
+        """(..., P) -> (..., J)."""
+        return self.pred_proj(pred)
+
+    def joint(self, enc_proj: Tensor, pred_proj: Tensor) -> Tensor:
+        """Logits from already projected inputs; shapes broadcast: (..., J) + (..., J) -> (..., V)."""
+        return self.out(torch.tanh(enc_proj + pred_proj))
+
+    def forward(self, enc: Tensor, pred: Tensor) -> Tensor:
+        """Full lattice of logits.
+
+        Args:
+            enc: (B, T, E) encoder frames.
+            pred: (B, U1, P) predictor outputs.
+
+        Returns:
+            (B, T, U1, V) unnormalised logits.
+        """
+        return self.joint(self.project_enc(enc).unsqueeze(2), self.project_pred(pred).unsqueeze(1))
+
+
+class RNNTHead(nn.Module):
+    """Predictor + joiner with the transducer loss.
+
+    Args:
+        vocab_size: output symbols V (blank included).
+        enc_dim: encoder frame size E.
+        embed_dim: predictor embedding size.
+        pred_dim: predictor LSTM size.
+        joint_dim: joint hidden size.
+        num_layers: predictor LSTM layers.
+        dropout: predictor dropout.
+        blank: blank id (also the predictor's start symbol).
+        clamp: gradient clamp of ``rnnt_loss`` (``-1`` disables it).
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        enc_dim: int,
+        embed_dim: int = 256,
+        pred_dim: int = 512,
+        joint_dim: int = 512,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        blank: int = 0,
+        clamp: float = -1.0,
+    ) -> None:
+        super().__init__()
+        if clamp != -1.0 and clamp <= 0:
+            raise ValueError(f"clamp must be -1 (off) or > 0, got {clamp}")
+        self.predictor = RNNTPredictor(
+            vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=pred_dim,
+            num_layers=num_layers, dropout=dropout, blank=blank,
+        )
+        self.joiner = RNNTJoiner(enc_dim=enc_dim, pred_dim=pred_dim, joint_dim=joint_dim, vocab_size=vocab_size)
+        self.vocab_size = vocab_size
+        self.enc_dim = enc_dim
+        self.blank = blank
+        self.clamp = float(clamp)
+
+    def logits(self, enc: Tensor, targets: Tensor) -> Tensor:
+        """Joint logits for teacher forcing: (B, T, E), (B, U) -> (B, T, U + 1, V)."""
+        start = torch.full_like(targets[:, :1], self.blank)
+        pred, _ = self.predictor(torch.cat([start, targets], dim=1))
+        return self.joiner(enc, pred)
+
+    def loss(
+        self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor, *, reduction: str = "mean"
+    ) -> Tensor:
+        """Transducer loss (negative log-likelihood summed over alignments).
+
+        Args:
+            enc: (B, T, E) encoder output.
+            enc_lens: (B,) valid frames.
+            targets: (B, U) padded token ids (padding value is ignored; valid ids never blank).
+            target_lens: (B,) valid tokens.
+            reduction: "mean" (over utterances), "sum" or "none".
+
+        Returns:
+            Scalar (or (B,) for "none").
+        """
+        if enc.dim() != 3 or enc.size(-1) != self.enc_dim:
+            raise ValueError(f"enc must be (B, T, {self.enc_dim}), got {tuple(enc.shape)}")
+        B, T, _ = enc.shape
+        if targets.dim() != 2 or targets.size(0) != B:
+            raise ValueError(f"targets must be (B={B}, U), got {tuple(targets.shape)}")
+        if enc_lens.shape != (B,) or target_lens.shape != (B,):
+            raise ValueError(
+                f"enc_lens/target_lens must be ({B},), got {tuple(enc_lens.shape)}/{tuple(target_lens.shape)}"
+            )
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be mean|sum|none, got {reduction!r}")
+        if B == 0:
+            raise ValueError("empty batch")
+        if int(enc_lens.min()) < 1 or int(enc_lens.max()) > T:
+            raise ValueError(f"enc_lens must be in [1, {T}], got {enc_lens.tolist()}")
+        U = targets.size(1)
+        if int(target_lens.min()) < 0 or int(target_lens.max()) > U:
+            raise ValueError(f"target_lens must be in [0, {U}], got {target_lens.tolist()}")
+        # rnnt_loss wants the padded sizes to equal the longest lengths.
+        t_max, u_max = int(enc_lens.max()), int(target_lens.max())
+        enc = enc[:, :t_max]
+        valid = torch.arange(u_max, device=targets.device)[None, :] < target_lens[:, None]
+        tgt = targets[:, :u_max].masked_fill(~valid, self.blank).long()
+        if bool(((tgt == self.blank) & valid).any()):
+            raise ValueError("targets contain the blank id inside their valid lengths")
+        if bool(((tgt < 0) | (tgt >= self.vocab_size)).any()):
+            raise ValueError(f"target ids outside [0, {self.vocab_size})")
+        logits = self.logits(enc, tgt)
+        return torchaudio.functional.rnnt_loss(
+            logits.float(),
+            tgt.int(),
+            enc_lens.to(device=logits.device, dtype=torch.int32),
+            target_lens.to(device=logits.device, dtype=torch.int32),
+            blank=self.blank,
+            clamp=self.clamp,
+            reduction=reduction,
+            fused_log_softmax=True,
+        )
+
+    def forward(self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
+        """Same as :meth:`loss` with mean reduction."""
+        return self.loss(enc, enc_lens, targets, target_lens)
+
+
+# --------------------------------------------------------------------------------------
+# torchaudio adapter
+#
+# torchaudio's RNNTBeamSearch reads the blank score from the *last* column of the joint
+# output (``next_token_probs[:, -1]``), whatever ``blank`` it is given. The adapter therefore
+# presents a permuted vocabulary where stk's blank is moved to index V-1 and every other id
+# above it shifts down by one; :meth:`TorchaudioRNNT.to_stk_tokens` maps hypotheses back.
+# Predictor states are exchanged as ``[[h_l, c_l] for each layer]`` with batch first (B, H),
+# the layout torchaudio concatenates and slices along dim 0.
+# --------------------------------------------------------------------------------------
+
+
+class _Transcriber(nn.Module):
+    def __init__(self, encoder: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None) -> None:
+        super().__init__()
+        # A module is registered (so .to()/.eval() reach it); a plain callable is just kept.
+        self.encoder = encoder
+
+    def forward(self, input: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.encoder is None:
+            return input, lengths
+        return self.encoder(input, lengths)
+
+
+def _perm_to_stk(ids: Tensor, blank: int, vocab_size: int) -> Tensor:
+    """Permuted ids (blank last) -> stk ids."""
+    shifted = torch.where(ids >= blank, ids + 1, ids)
+    return torch.where(ids == vocab_size - 1, torch.full_like(ids, blank), shifted)
+
+
+class _PredictorAdapter(nn.Module):
+    def __init__(self, predictor: RNNTPredictor) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(
+        self, input: Tensor, lengths: Tensor, state: list[list[Tensor]] | None = None
+    ) -> tuple[Tensor, Tensor, list[list[Tensor]]]:
+        p = self.predictor
+        lstm_state = None
+        if state is not None:
+            h = torch.stack([layer[0] for layer in state], dim=0)
+            c = torch.stack([layer[1] for layer in state], dim=0)
+            lstm_state = (h, c)
+        out, (h, c) = p(_perm_to_stk(input, p.blank, p.vocab_size), lstm_state)
+        return out, lengths, [[h[i], c[i]] for i in range(h.size(0))]
+
+
+class _JoinerAdapter(nn.Module):
+    def __init__(self, joiner: RNNTJoiner, blank: int) -> None:
+        super().__init__()
+        self.joiner = joiner
+        V = joiner.vocab_size
+        order = [i for i in range(V) if i != blank] + [blank]
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
+
+    def forward(
+        self, source_encodings: Tensor, source_lengths: Tensor, target_encodings: Tensor, target_lengths: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self.joiner(source_encodings, target_encodings)  # (B, T, U, V), broadcast over B
+        return logits.index_select(-1, self.order.to(logits.device)), source_lengths, target_lengths
+
+
+class TorchaudioRNNT(torchaudio.models.RNNT):
+    """A ``torchaudio.models.RNNT`` built from an stk :class:`RNNTHead` and an encoder.
+
+    Args:
+        head: the transducer head (its modules are shared, not copied).
+        encoder: callable ``(x (B, T', F), lengths (B,)) -> (enc (B, T, E), enc_lens (B,))``;
+            None means the inputs are already encoder frames.
+
+    Token ids seen by torchaudio are permuted so that blank is the last id (V - 1);
+    use :meth:`to_stk_tokens` on a hypothesis' tokens.
+    """
+
+    def __init__(
+        self, head: RNNTHead, encoder: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+    ) -> None:
+        super().__init__(
+            _Transcriber(encoder), _PredictorAdapter(head.predictor), _JoinerAdapter(head.joiner, head.blank)
+        )
+        self.stk_blank = head.blank
+        self.vocab_size = head.vocab_size
+
+    @property
+    def search_blank(self) -> int:
+        """The blank id to give ``RNNTBeamSearch`` (V - 1 in the permuted vocabulary)."""
+        return self.vocab_size - 1
+
+    def to_stk_tokens(self, tokens: list[int]) -> list[int]:
+        """Map a torchaudio hypothesis' tokens to stk ids, dropping blanks (the start symbol)."""
+        ids = _perm_to_stk(torch.tensor(tokens, dtype=torch.long), self.stk_blank, self.vocab_size)
+        return [int(i) for i in ids.tolist() if i != self.stk_blank]
+
+
+def make_rnnt_beam_search(
+    head: RNNTHead,
+    encoder: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    *,
+    step_max_tokens: int = 100,
+    length_normalise: bool = False,
+    temperature: float = 1.0,
+) -> torchaudio.models.RNNTBeamSearch:
+    """torchaudio's ``RNNTBeamSearch`` over ``TorchaudioRNNT(head, encoder)``.
+
+    ``length_normalise`` ranks final hypotheses by ``score / (len + 1)`` (torchaudio's default);
+    off, they are ranked by log-probability. The model is available as ``search.model``.
+    """
+    if step_max_tokens < 1:
+        raise ValueError(f"step_max_tokens must be >= 1, got {step_max_tokens}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    model = TorchaudioRNNT(head, encoder)
+    key = None if length_normalise else (lambda hypo: hypo[3])
+    return torchaudio.models.RNNTBeamSearch(
+        model, model.search_blank, temperature=temperature, hypo_sort_key=key, step_max_tokens=step_max_tokens
+    )

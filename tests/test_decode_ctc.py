@@ -1,0 +1,110 @@
+"""CTC greedy and prefix beam search, checked against brute-force sums over alignments."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from stk.decode.ctc import ctc_greedy, ctc_prefix_beam_search, ctc_prefix_beam_search_nbest
+
+
+def collapse(path, blank=0):
+    out, prev = [], None
+    for c in path:
+        if c != prev and c != blank:
+            out.append(c)
+        prev = c
+    return tuple(out)
+
+
+def brute_force_label_probs(lp: torch.Tensor, blank: int = 0) -> dict[tuple[int, ...], float]:
+    """log P(label sequence) for every sequence, summing all V^T alignments of (T, V) log-probs."""
+    T, V = lp.shape
+    probs: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(V), repeat=T):
+        p = math.exp(sum(float(lp[t, c]) for t, c in enumerate(path)))
+        key = collapse(path, blank)
+        probs[key] = probs.get(key, 0.0) + p
+    return {k: math.log(v) for k, v in probs.items() if v > 0}
+
+
+def peaked(seq_frames: list[int], V: int, peak: float = 0.95) -> torch.Tensor:
+    p = torch.full((len(seq_frames), V), (1 - peak) / (V - 1))
+    p[torch.arange(len(seq_frames)), torch.tensor(seq_frames)] = peak
+    return p.log()
+
+
+def test_greedy_collapses_and_respects_lengths():
+    lp = torch.stack([peaked([1, 1, 0, 1, 2, 2, 0, 3], 4), peaked([2, 0, 2, 2, 1, 3, 3, 3], 4)])
+    out = ctc_greedy(lp, torch.tensor([8, 5]))
+    assert out == [[1, 1, 2, 3], [2, 2, 1]]
+
+
+def test_peaked_beam_agrees_with_greedy():
+    torch.manual_seed(0)
+    frames = torch.randint(0, 5, (3, 12))
+    lp = torch.stack([peaked(f.tolist(), 5) for f in frames])
+    lens = torch.tensor([12, 9, 4])
+    assert ctc_prefix_beam_search(lp, lens, beam_size=8) == ctc_greedy(lp, lens)
+
+
+def test_prefix_beam_beats_greedy_on_total_probability():
+    # Each frame: blank 0.6, "a" 0.4. Best path is blank-blank (""), P("") = 0.36,
+    # but "a" collects aa + a_ + _a = 0.16 + 0.24 + 0.24 = 0.64.
+    lp = torch.tensor([[0.6, 0.4], [0.6, 0.4]]).log()[None]
+    lens = torch.tensor([2])
+    greedy = ctc_greedy(lp, lens)[0]
+    beam = ctc_prefix_beam_search(lp, lens, beam_size=4)[0]
+    ref = brute_force_label_probs(lp[0])
+    assert greedy == [] and beam == [1]
+    assert ref[tuple(beam)] > ref[tuple(greedy)]
+    assert math.isclose(math.exp(ref[(1,)]), 0.64, rel_tol=1e-6)
+
+
+def test_random_case_scores_are_exact_sums_over_alignments():
+    torch.manual_seed(1)
+    T, V = 5, 3
+    lp = torch.randn(1, T, V, dtype=torch.float64).mul(2).log_softmax(-1)
+    ref = brute_force_label_probs(lp[0])
+    # Beam large enough that nothing is pruned: scores are exact and the best is the true best.
+    hyps = ctc_prefix_beam_search_nbest(lp, torch.tensor([T]), beam_size=64, nbest=5)[0]
+    best_ref = sorted(ref.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    assert [tuple(h.tokens) for h in hyps] == [k for k, _ in best_ref]
+    for h in hyps:
+        assert h.score == pytest.approx(ref[tuple(h.tokens)], abs=1e-9)
+        nll = torch.nn.functional.ctc_loss(
+            lp[0][:, None], torch.tensor([h.tokens or [0]]), torch.tensor([T]),
+            torch.tensor([len(h.tokens)]), blank=0, reduction="none",
+        )
+        assert -float(nll) == pytest.approx(h.score, abs=1e-9)
+
+
+def test_small_beam_still_finds_sequence_better_than_greedy():
+    torch.manual_seed(3)
+    T, V = 6, 3
+    ref = None
+    for _ in range(200):  # find a case where best path and best labelling differ
+        lp = torch.randn(1, T, V, dtype=torch.float64).log_softmax(-1)
+        ref = brute_force_label_probs(lp[0])
+        if max(ref, key=ref.get) != tuple(ctc_greedy(lp, torch.tensor([T]))[0]):
+            break
+    g = tuple(ctc_greedy(lp, torch.tensor([T]))[0])
+    b = tuple(ctc_prefix_beam_search(lp, torch.tensor([T]), beam_size=3)[0])
+    assert ref[b] > ref[g]
+
+
+def test_bad_args():
+    lp = torch.zeros(1, 3, 4)
+    with pytest.raises(ValueError):
+        ctc_greedy(lp[0], torch.tensor([3]))
+    with pytest.raises(ValueError):
+        ctc_greedy(lp, torch.tensor([4]))
+    with pytest.raises(ValueError):
+        ctc_prefix_beam_search(lp, torch.tensor([3]), beam_size=0)
+    with pytest.raises(ValueError):
+        ctc_prefix_beam_search_nbest(lp, torch.tensor([3]), beam_size=2, nbest=3)
+    with pytest.raises(ValueError):
+        ctc_greedy(lp, torch.tensor([3]), blank=4)

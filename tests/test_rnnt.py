@@ -1,0 +1,191 @@
+"""RNN-T head: loss vs brute force, a tiny training run, greedy and torchaudio beam search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchaudio
+
+from stk.decode.rnnt import rnnt_beam_search, rnnt_beam_search_hyps, rnnt_greedy, rnnt_greedy_hyps
+from stk.modules.rnnt import RNNTHead, RNNTJoiner, RNNTPredictor, TorchaudioRNNT, make_rnnt_beam_search
+
+
+def small_head(V=3, E=4, blank=0, seed=0):
+    torch.manual_seed(seed)
+    return RNNTHead(vocab_size=V, enc_dim=E, embed_dim=5, pred_dim=6, joint_dim=7, blank=blank)
+
+
+def brute_force_nll(logp: torch.Tensor, y: list[int], blank: int) -> float:
+    """-log P(y) summing every alignment path through the (T, U+1) lattice; logp (T, U+1, V)."""
+    T, U1, _ = logp.shape
+    U = len(y)
+
+    def paths(t: int, u: int) -> float:
+        if t == T - 1 and u == U:
+            return math.exp(float(logp[t, u, blank]))  # the final blank ends the lattice
+        total = 0.0
+        if t < T - 1:
+            total += math.exp(float(logp[t, u, blank])) * paths(t + 1, u)
+        if u < U:
+            total += math.exp(float(logp[t, u, y[u]])) * paths(t, u + 1)
+        return total
+
+    return -math.log(paths(0, 0))
+
+
+@pytest.mark.parametrize("blank", [0, 2])
+def test_loss_matches_brute_force(blank):
+    head = small_head(V=3, blank=blank)
+    y = [1, 1] if blank == 0 else [1, 0]
+    enc = torch.randn(1, 3, 4)
+    loss = head.loss(enc, torch.tensor([3]), torch.tensor([y]), torch.tensor([2]))
+    logp = head.logits(enc, torch.tensor([y])).log_softmax(-1)[0].detach().double()
+    loss = loss.detach()
+    assert float(loss) == pytest.approx(brute_force_nll(logp, y, blank), rel=1e-5)
+
+
+def test_loss_handles_padding_and_reductions():
+    head = small_head(V=5)
+    enc = torch.randn(2, 6, 4)
+    targets = torch.tensor([[1, 2, 3], [4, 1, -1]])
+    lens, tlens = torch.tensor([6, 4]), torch.tensor([3, 2])
+    per_utt = head.loss(enc, lens, targets, tlens, reduction="none")
+    alone = [head.loss(enc[:1], lens[:1], targets[:1], tlens[:1]),
+             head.loss(enc[1:, :4], lens[1:], targets[1:, :2], tlens[1:])]
+    torch.testing.assert_close(per_utt, torch.stack(alone), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head(enc, lens, targets, tlens), per_utt.mean())
+    torch.testing.assert_close(head.loss(enc, lens, targets, tlens, reduction="sum"), per_utt.sum())
+
+
+def test_bad_args():
+    head = small_head(V=5)
+    enc = torch.randn(2, 6, 4)
+    ok = dict(enc_lens=torch.tensor([6, 5]), targets=torch.tensor([[1, 2], [3, 4]]), target_lens=torch.tensor([2, 2]))
+    with pytest.raises(ValueError):
+        head.loss(torch.randn(2, 6, 3), **ok)
+    with pytest.raises(ValueError):
+        head.loss(enc, **{**ok, "enc_lens": torch.tensor([7, 5])})
+    with pytest.raises(ValueError):
+        head.loss(enc, **{**ok, "targets": torch.tensor([[1, 0], [3, 4]])})  # blank inside
+    with pytest.raises(ValueError):
+        head.loss(enc, **{**ok, "target_lens": torch.tensor([3, 2])})
+    with pytest.raises(ValueError):
+        head.loss(enc, **ok, reduction="avg")
+    with pytest.raises(ValueError):
+        RNNTPredictor(vocab_size=5, embed_dim=4, hidden_dim=4, blank=5)
+    with pytest.raises(ValueError):
+        RNNTJoiner(enc_dim=0, pred_dim=4, joint_dim=4, vocab_size=5)
+    with pytest.raises(ValueError):
+        RNNTHead(vocab_size=5, enc_dim=4, clamp=0.0)
+    with pytest.raises(ValueError):
+        rnnt_greedy(head, enc, torch.tensor([6, 5]), max_symbols_per_step=0)
+
+
+def toy_batch(n: int, codes: torch.Tensor, gen: torch.Generator):
+    """Frames carry either a token's code or the 'nothing' code (row 0): 0 t1 0 t2 ... 0.
+
+    The target is the token sequence; padded frames are zero.
+    """
+    V = codes.size(0)
+    toks = []
+    for _ in range(n):  # no immediate repeats: a frame code alone cannot tell "a a" from "a"
+        seq = [int(torch.randint(1, V, (1,), generator=gen))]
+        for _ in range(int(torch.randint(0, 3, (1,), generator=gen))):
+            seq.append(1 + (seq[-1] - 1 + int(torch.randint(1, V - 1, (1,), generator=gen))) % (V - 1))
+        toks.append(torch.tensor(seq))
+    elen = torch.tensor([2 * len(t) + 1 for t in toks])
+    tlen = torch.tensor([len(t) for t in toks])
+    T, U = int(elen.max()), int(tlen.max())
+    frames = torch.zeros(n, T, dtype=torch.long)
+    tgt = torch.zeros(n, U, dtype=torch.long)
+    for b, t in enumerate(toks):
+        frames[b, 1 : 2 * len(t) : 2] = t
+        tgt[b, : len(t)] = t
+    enc = codes[frames]
+    enc[torch.arange(T)[None, :] >= elen[:, None]] = 0.0
+    return enc, elen, tgt, tlen
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    V, E = 5, 8
+    codes = torch.randn(V, E, generator=torch.Generator().manual_seed(0)) * 2
+    gen = torch.Generator().manual_seed(1)
+    head = RNNTHead(vocab_size=V, enc_dim=E, embed_dim=8, pred_dim=16, joint_dim=16)
+    opt = torch.optim.Adam(head.parameters(), lr=0.03)
+    losses = []
+    for _ in range(60):
+        loss = head.loss(*toy_batch(16, codes, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    head.eval()
+    return head, losses, toy_batch(6, codes, gen)
+
+
+def test_training_reduces_loss_and_decoders_agree(trained):
+    head, losses, (enc, elen, tgt, tlen) = trained
+    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5
+    refs = [tgt[b, : int(tlen[b])].tolist() for b in range(tgt.size(0))]
+    greedy = rnnt_greedy(head, enc, elen)
+    beam = rnnt_beam_search(head, enc, elen, beam_size=3)
+    assert greedy == refs
+    assert beam == greedy
+
+
+def test_beam_score_at_least_greedy_score():
+    for seed in range(3):
+        head = small_head(V=6, E=4, seed=seed).eval()
+        enc = torch.randn(2, 7, 4) * 2
+        lens = torch.tensor([7, 5])
+        g = rnnt_greedy_hyps(head, enc, lens, max_symbols_per_step=3)
+        b = rnnt_beam_search_hyps(head, enc, lens, beam_size=4, nbest=2)
+        for gh, bh in zip(g, b):
+            assert bh[0].score >= gh.score - 1e-5
+            assert len(bh) == 2 and bh[0].score >= bh[1].score
+
+
+def test_greedy_padding_invariance():
+    head = small_head(V=6, E=4, seed=3).eval()
+    enc = torch.randn(4, 9, 4) * 2
+    lens = torch.tensor([9, 4, 7, 1])
+    batched = rnnt_greedy_hyps(head, enc, lens)
+    assert any(h.tokens for h in batched)
+    for b in range(4):
+        n = int(lens[b])
+        (alone,) = rnnt_greedy_hyps(head, enc[b : b + 1, :n], lens[b : b + 1])
+        assert alone.tokens == batched[b].tokens
+        assert alone.score == pytest.approx(batched[b].score, abs=1e-5)
+
+
+@pytest.mark.parametrize("blank", [0, 2, 5])
+def test_torchaudio_adapter_permutes_blank_last(blank):
+    head = small_head(V=6, E=4, blank=blank, seed=4).eval()
+    model = TorchaudioRNNT(head)
+    assert isinstance(model, torchaudio.models.RNNT)
+    enc = torch.randn(1, 3, 4)
+    tokens = torch.tensor([[model.search_blank, 0, 3]])
+    pred, _, state = model.predict(tokens, torch.tensor([3]), None)
+    stk_tokens = torch.tensor([[blank] + model.to_stk_tokens([0, 3])])
+    ref_pred, _ = head.predictor(stk_tokens)
+    torch.testing.assert_close(pred, ref_pred)
+    assert len(state) == 1 and state[0][0].shape == (1, 6)
+    joint, _, _ = model.join(enc, torch.tensor([3]), pred, torch.tensor([3]))
+    ref = head.joiner(enc, ref_pred)
+    torch.testing.assert_close(joint[..., -1], ref[..., blank])  # blank is last for torchaudio
+    torch.testing.assert_close(joint[..., :-1], torch.cat([ref[..., :blank], ref[..., blank + 1 :]], -1))
+
+
+def test_adapter_with_encoder_callable():
+    head = small_head(V=6, E=4, seed=5).eval()
+    proj = torch.nn.Linear(3, 4)
+    feats = torch.randn(1, 6, 3)
+    search = make_rnnt_beam_search(head, lambda x, n: (proj(x), n))
+    with torch.no_grad():
+        hyps = search(feats, torch.tensor(6), 3)
+        direct = rnnt_beam_search(head, proj(feats), torch.tensor([6]), beam_size=3)
+    assert search.model.to_stk_tokens(hyps[0][0]) == direct[0]
