@@ -75,11 +75,42 @@ def translation_scores(refs: list[str], hyps: list[str]) -> dict[str, object]:
     }
 
 
-def score_files(ref_file: str | Path, hyp_file: str | Path, metric: str, norm: Normalizer | None = None) -> dict:
-    """Score a hypothesis file against a reference file, both ``utt-id text``; ``metric`` is ``wer`` or ``bleu``."""
-    _, refs, hyps = _paired(ref_file, hyp_file)
+def score_files(
+    ref_file: str | Path, hyp_file: str | Path, metric: str, norm: Normalizer | None = None,
+    utt2lang: str | Path | None = None,
+) -> dict:
+    """Score a hypothesis file against a reference file, both ``utt-id text``; ``metric`` is ``wer`` or ``bleu``.
+
+    With ``utt2lang`` the result also has ``by_lang``: the same scores per language.
+    """
+    if metric not in ("wer", "bleu"):
+        raise ValueError(f"metric must be wer or bleu, got {metric!r}")
+
+    def one(refs: list[str], hyps: list[str]) -> dict:
+        return error_rates(refs, hyps, norm) if metric == "wer" else translation_scores(refs, hyps)
+
+    utts, refs, hyps = _paired(ref_file, hyp_file)
+    res = one(refs, hyps)
+    if utt2lang is not None:
+        langs = read_kv(utt2lang)
+        res["by_lang"] = {}
+        for lang in sorted({langs.get(u, "unk") for u in utts}):
+            idx = [i for i, u in enumerate(utts) if langs.get(u, "unk") == lang]
+            res["by_lang"][lang] = one([refs[i] for i in idx], [hyps[i] for i in idx])
+    return res
+
+
+def results_table(rows: list[tuple[str, dict]], metric: str) -> str:
+    """Markdown table of scores: one row per test set, then one per (set, language)."""
     if metric == "wer":
-        return error_rates(refs, hyps, norm)
-    if metric == "bleu":
-        return translation_scores(refs, hyps)
-    raise ValueError(f"metric must be wer or bleu, got {metric!r}")
+        head = "| test set | lang | sents | WER % | CER % |\n|---|---|---:|---:|---:|\n"
+        fmt = lambda name, lang, r: f"| {name} | {lang} | {r['sents']} | {r['wer']:.1f} | {r['cer']:.1f} |\n"
+    else:
+        head = "| test set | lang | sents | BLEU | chrF |\n|---|---|---:|---:|---:|\n"
+        fmt = lambda name, lang, r: f"| {name} | {lang} | {r['sents']} | {r['bleu']:.1f} | {r['chrf']:.1f} |\n"
+    out = head
+    for name, r in rows:
+        out += fmt(name, "all", r)
+        for lang, lr in r.get("by_lang", {}).items():
+            out += fmt(name, lang, lr)
+    return out

@@ -169,3 +169,44 @@ def cmvn(
             count += m.shape[0]
     GlobalCMVN.from_stats(total, total_sq, count).save(out)
     log.info("CMVN over %d frames -> %s", count, out)
+
+
+@app.command()
+def combine(
+    out_dir: Annotated[Path, typer.Argument(help="Output data dir.")],
+    in_dirs: Annotated[list[Path], typer.Argument(help="Data dirs to merge (utterance ids must be disjoint).")],
+    normalize_text: Annotated[bool, typer.Option(help="Lowercase `text` and strip its punctuation (ASR targets).")] = False,
+    langs: Annotated[str | None, typer.Option(help="Keep only utterances of these languages (comma-separated; needs utt2lang).")] = None,
+) -> None:
+    """Merge data dirs (like Kaldi's combine_data.sh): files present in every input are combined."""
+    from stk.data.kaldi import DataDirError, read_kv, write_data_dir
+    from stk.scoring import Normalizer
+
+    names = None
+    for d in in_dirs:
+        if not d.is_dir():
+            _fail(DataDirError(f"{d}: data dir not found"))
+        present = {f.name for f in d.iterdir() if f.is_file() and f.name not in ("spk2utt", "feats.ark")}
+        names = present if names is None else names & present
+    merged: dict[str, dict[str, str]] = {n: {} for n in sorted(names or [])}
+    for d in in_dirs:
+        for n in merged:
+            kv = read_kv(d / n)
+            clash = set(kv) & set(merged[n])
+            if clash:
+                _fail(DataDirError(f"{d}/{n}: id {sorted(clash)[0]!r} also appears in an earlier input"))
+            merged[n].update(kv)
+    if langs is not None:
+        if "utt2lang" not in merged:
+            _fail(DataDirError("--langs needs utt2lang in every input"))
+        keep_langs = set(langs.split(","))
+        keep = {u for u, lang in merged["utt2lang"].items() if lang in keep_langs}
+        merged = {n: {u: v for u, v in kv.items() if u in keep} for n, kv in merged.items()}
+    if normalize_text and "text" in merged:
+        norm = Normalizer()
+        merged["text"] = {u: norm(t) for u, t in merged["text"].items()}
+    utt2spk = merged.pop("utt2spk", None)
+    if not next(iter(merged.values()), {}):
+        _fail(DataDirError(f"{out_dir}: no utterances left to write"))
+    write_data_dir(out_dir, utt2spk=utt2spk, extra=merged)
+    typer.echo(f"{out_dir}: {len(next(iter(merged.values()), {}))} entries from {len(in_dirs)} dirs")

@@ -17,6 +17,7 @@ class Metric(str, enum.Enum):
 
 def register(app: typer.Typer) -> None:
     app.command()(score)
+    app.command()(report)
 
 
 def score(
@@ -26,13 +27,14 @@ def score(
     keep_case: Annotated[bool, typer.Option(help="WER: do not lowercase.")] = False,
     keep_punct: Annotated[bool, typer.Option(help="WER: do not strip punctuation.")] = False,
     strip_accents: Annotated[bool, typer.Option(help="WER: remove diacritics.")] = False,
+    utt2lang: Annotated[Path | None, typer.Option(help="utt2lang file: also score each language.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON.")] = None,
 ) -> None:
     """Score hypotheses against references; prints one line (and the sacrebleu signature)."""
     from stk.scoring import Normalizer, score_files
 
     try:
-        res = score_files(ref, hyp, metric.value, Normalizer(not keep_case, not keep_punct, strip_accents))
+        res = score_files(ref, hyp, metric.value, Normalizer(not keep_case, not keep_punct, strip_accents), utt2lang)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -42,5 +44,37 @@ def score(
     else:
         typer.echo(f"BLEU {res['bleu']:.2f} chrF {res['chrf']:.2f} ({res['sents']} sents)")
         typer.echo(f"  {res['bleu_signature']}\n  {res['chrf_signature']}")
+    for lang, r in res.get("by_lang", {}).items():
+        if metric is Metric.wer:
+            typer.echo(f"  {lang}: WER {r['wer']:.2f} CER {r['cer']:.2f} ({r['sents']} sents)")
+        else:
+            typer.echo(f"  {lang}: BLEU {r['bleu']:.2f} chrF {r['chrf']:.2f} ({r['sents']} sents)")
     if json_out is not None:
-        json_out.write_text(json.dumps(res, indent=1))
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(res, indent=1, ensure_ascii=False))
+
+
+def report(
+    scores: Annotated[list[Path], typer.Argument(help="score.json files from `stk score --json`; the parent dir name (minus 'decode_') names the test set.")],
+    metric: Annotated[Metric, typer.Option(help="Which scores the files hold.")] = Metric.wer,
+    out: Annotated[Path | None, typer.Option(help="Write the markdown here (default: stdout).")] = None,
+    title: Annotated[str, typer.Option(help="Heading of the section.")] = "Results",
+    notes: Annotated[str, typer.Option(help="Text placed under the heading (model, config, decoding).")] = "",
+    append: Annotated[bool, typer.Option(help="Append to OUT instead of replacing it.")] = False,
+) -> None:
+    """Gather score.json files into a markdown results table (RESULTS.md)."""
+    from stk.scoring import results_table
+
+    rows = []
+    for f in scores:
+        res = json.loads(f.read_text())
+        rows.append((f.parent.name.removeprefix("decode_"), res))
+    text = f"## {title}\n\n" + (f"{notes}\n\n" if notes else "") + results_table(rows, metric.value)
+    sig = next((r.get("bleu_signature") for _, r in rows if "bleu_signature" in r), None)
+    if sig:
+        text += f"\nsacrebleu: BLEU `{sig}`, chrF `{rows[0][1]['chrf_signature']}`\n"
+    if out is None:
+        typer.echo(text)
+    else:
+        prev = out.read_text() + "\n" if append and out.exists() else ""
+        out.write_text(prev + text)
