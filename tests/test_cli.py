@@ -1,0 +1,132 @@
+"""CLI behaviour: fast --help, clear errors, the full data -> train -> package -> decode -> score path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_data_dir
+from stk.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from stk.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["decode"], ["corpus", "mini"], ["tokenizer", "train"]])
+def test_every_command_has_help(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_validate_reports_problem(tmp_path):
+    d = make_data_dir(tmp_path, n=2)
+    assert runner.invoke(app, ["data", "validate", str(d)]).exit_code == 0
+    (d / "text").write_text("spk0-utt000 hello\nzzz orphan\n")
+    res = runner.invoke(app, ["data", "validate", str(d)])
+    assert res.exit_code == 1 and "zzz" in res.output
+
+
+TINY_CONFIG = """
+model:
+  name: encdec
+  conf:
+    encoder: {name: conformer, conf: {d_model: 32, num_heads: 4, ffn_dim: 64, num_layers: 2, kernel_size: 5}}
+    decoder: {d_model: 32, num_heads: 4, ffn_dim: 64, num_layers: 1}
+data:
+  tokenizer: tok/char.model
+  cmvn: dump/cmvn.json
+  train:
+    paired: {data_dir: dump/train, batch: {max_frames: 300}}
+  valid: {data_dir: dump/train}
+optim: {lr: 0.003, warmup_steps: 5}
+trainer: {max_epochs: 2, log_interval: 5, keep_nbest: 2, progress: false, tensorboard: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cli")
+    old, old_store = os.getcwd(), os.environ.get("STK_MODEL_STORE")
+    os.chdir(tmp_path)
+    os.environ["STK_MODEL_STORE"] = str(tmp_path / "store")
+    try:
+        _train_and_package(tmp_path)
+    finally:
+        os.chdir(old)
+        if old_store is None:
+            os.environ.pop("STK_MODEL_STORE")
+        else:
+            os.environ["STK_MODEL_STORE"] = old_store
+    return tmp_path
+
+
+@pytest.fixture
+def trained(trained_dir, monkeypatch):
+    monkeypatch.chdir(trained_dir)
+    monkeypatch.setenv("STK_MODEL_STORE", str(trained_dir / "store"))
+    return trained_dir
+
+
+def _train_and_package(tmp_path: Path) -> None:
+    make_data_dir(tmp_path, n=6, name="train")
+    steps = [
+        ["tokenizer", "train", "train/text", "--out", "tok/char", "--vocab-size", "30", "--model-type", "char"],
+        ["data", "fbank", "train", "dump/train"],
+        ["data", "cmvn", "dump/train", "--out", "dump/cmvn.json"],
+    ]
+    for s in steps:
+        res = runner.invoke(app, s)
+        assert res.exit_code == 0, res.output
+    Path("train.yaml").write_text(TINY_CONFIG)
+    res = runner.invoke(app, ["train", "--config", "train.yaml", "--exp-dir", "exp"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["average", "exp", "--n", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["package", "exp", "--weights", "exp/model.avg2.safetensors", "--out", "pkg",
+                              "--name", "tiny"])
+    assert res.exit_code == 0, res.output
+
+
+def test_train_rejects_unknown_key(trained):
+    res = runner.invoke(app, ["train", "--config", "train.yaml", "--exp-dir", "exp2", "model.conf.decoder.num_layer=2"])
+    assert res.exit_code == 1 and "num_layer" in res.output
+
+
+@pytest.mark.parametrize("method", ["attention", "ctc_greedy", "ctc_beam"])
+def test_decode_by_name_and_score(trained, method):
+    res = runner.invoke(app, ["decode", "--model", "tiny", "train/wav.scp", "--method", method, "--out", "hyp"])
+    assert res.exit_code == 0, res.output
+    lines = Path("hyp").read_text().splitlines()
+    assert [l.split()[0] for l in lines] == sorted(Path("train/wav.scp").read_text().split()[::2])
+    res = runner.invoke(app, ["score", "train/text", "hyp"])
+    assert res.exit_code == 0 and "WER" in res.output
+
+
+def test_decode_errors(trained):
+    res = runner.invoke(app, ["decode", "--model", "nosuch", "train/wav.scp"])
+    assert res.exit_code == 1 and "unknown model 'nosuch'" in res.output and "tiny" in res.output
+    Path("bad.scp").write_text("utt1\n")
+    res = runner.invoke(app, ["decode", "--model", "tiny", "bad.scp"])
+    assert res.exit_code == 1 and "utt1" in res.output
+    Path("pipe.scp").write_text("utt1 cat x.wav |\n")
+    res = runner.invoke(app, ["decode", "--model", "tiny", "pipe.scp"])
+    assert res.exit_code == 1 and "--allow-pipes" in res.output
+    Path("missing.scp").write_text("utt1 /nonexistent/a.wav\n")
+    res = runner.invoke(app, ["decode", "--model", "tiny", "missing.scp"])
+    assert res.exit_code == 1 and "/nonexistent/a.wav" in res.output
+
+
+def test_package_loads_only_safetensors(trained):
+    files = sorted(p.name for p in Path("pkg").iterdir())
+    assert files == ["cmvn.json", "model.safetensors", "model.yaml", "tokenizer.model"]
+    res = runner.invoke(app, ["info", "tiny"])
+    assert res.exit_code == 0 and "encdec" in res.output
