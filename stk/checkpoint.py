@@ -1,0 +1,266 @@
+"""Checkpoints: atomic saving, ``weights_only`` loading, RNG state capture, safetensors, averaging.
+
+* :func:`save_checkpoint` writes through a temporary file, fsyncs and renames, so a reader (or a
+  job killed by SIGKILL mid-save) never sees a half-written ``*.pt``.
+* :func:`load_checkpoint` uses ``torch.load(weights_only=True)``: it never unpickles code. Keep
+  checkpoint contents to tensors and plain Python types; :func:`rng_state` stores the RNG
+  states (Python ``random``, NumPy, torch CPU/CUDA) in that form.
+* :func:`save_weights` / :func:`load_weights`: a bare ``state_dict`` as ``.safetensors`` for
+  packaged models.
+* :func:`average_checkpoints` / :func:`average_best` average model weights of checkpoints;
+  :func:`prune_checkpoints` deletes all but a chosen set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from stk.utils import atomic_write
+
+log = logging.getLogger("stk.checkpoint")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Save ``state`` with ``torch.save`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    atomic_write(path, lambda f: torch.save(dict(state), f))
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def link_last(directory: str | Path, target: str | Path, name: str = "last.pt") -> Path:
+    """Atomically point ``directory/name`` at ``target`` (symlink; hard link or copy as fallback)."""
+    directory = Path(directory)
+    target = Path(target)
+    link = directory / name
+    tmp = directory / f".{name}.link.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    try:
+        os.symlink(target.name, tmp)
+    except OSError:
+        try:
+            os.link(directory / target.name, tmp)
+        except OSError:
+            data = (directory / target.name).read_bytes()
+            atomic_write(tmp, lambda f: f.write(data))
+    os.replace(tmp, link)
+    _fsync_dir(directory)
+    return link
+
+
+# -- RNG states ----------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states captured by :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state(
+        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["gauss"])
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+# -- safetensors ---------------------------------------------------------------------------------
+
+
+def save_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a ``state_dict`` as safetensors, atomically (shared/tied tensors are copied apart)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    data = save(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda f: f.write(data))
+
+
+def load_weights(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file into a ``state_dict``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    return load_file(str(path), device=device)
+
+
+# -- averaging and pruning -----------------------------------------------------------------------
+
+
+def _model_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_weights(path)
+    ckpt = load_checkpoint(path)
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        return dict(ckpt["model"])
+    return ckpt
+
+
+def average_checkpoints(paths: Iterable[str | Path]) -> dict[str, torch.Tensor]:
+    """Average model weights over checkpoints (``*.pt`` with a ``"model"`` entry, or safetensors).
+
+    Floating-point tensors are averaged (accumulated in float64, cast back); integer and bool
+    tensors (e.g. BatchNorm's ``num_batches_tracked``) are taken from the last checkpoint.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("average_checkpoints: no paths given")
+    sums: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    for i, p in enumerate(paths):
+        state = _model_state(p)
+        if i == 0:
+            keys = set(state)
+        elif set(state) != keys:
+            missing = sorted(keys ^ set(state))[:5]
+            raise ValueError(f"{p}: keys differ from {paths[0]} (e.g. {missing})")
+        for k, v in state.items():
+            if v.is_floating_point():
+                acc = v.detach().to(torch.float64)
+                sums[k] = acc.clone() if i == 0 else sums[k] + acc
+        last = state
+    out: dict[str, torch.Tensor] = {}
+    for k, v in last.items():
+        out[k] = (sums[k] / len(paths)).to(v.dtype) if k in sums else v.clone()
+    return out
+
+
+def prune_checkpoints(directory: str | Path, keep: Iterable[str | Path], pattern: str = "step*.pt") -> list[Path]:
+    """Delete checkpoint files matching ``pattern`` that are not in ``keep`` (names or paths).
+
+    Also removes temporary files left by interrupted saves. Returns the deleted paths.
+    """
+    directory = Path(directory)
+    keep_names = {Path(k).name for k in keep}
+    removed = []
+    for p in sorted(directory.glob(pattern)):
+        if p.name not in keep_names and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    for p in directory.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+    return removed
+
+
+def select_keep(valid_losses: Mapping[str, float | None], *, nbest: int, last: str | None) -> list[str]:
+    """Names to keep: the ``nbest`` lowest valid losses plus ``last`` (``nbest=0``: keep all)."""
+    if nbest <= 0:
+        return sorted(valid_losses) + ([last] if last and last not in valid_losses else [])
+    scored = sorted((v, n) for n, v in valid_losses.items() if v is not None)
+    keep = [n for _, n in scored[:nbest]]
+    if last is not None and last not in keep:
+        keep.append(last)
+    return keep
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python ``random``, NumPy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def average_best(exp_dir: str | Path, n: int) -> dict[str, torch.Tensor]:
+    """Average the model weights of the ``n`` kept checkpoints with the lowest valid loss.
+
+    Reads the best-valid bookkeeping of ``exp_dir/checkpoints/last.pt`` (written by the trainer).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    ckpt_dir = Path(exp_dir) / "checkpoints"
+    best = load_checkpoint(ckpt_dir / "last.pt")["trainer"]["best"]
+    scored = sorted((v, k) for k, v in best.items() if v is not None and (ckpt_dir / k).exists())
+    if not scored:
+        raise ValueError(f"{ckpt_dir}: no checkpoint with a valid loss to average")
+    if len(scored) < n:
+        log.warning("only %d checkpoints with a valid loss are kept; averaging those", len(scored))
+    chosen = [ckpt_dir / k for _, k in scored[:n]]
+    log.info("averaging %s", ", ".join(p.name for p in chosen))
+    return average_checkpoints(chosen)
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, state)`` of ``last.pt``, else of the newest loadable ``step*.pt``; None if none."""
+    ckpt_dir = Path(ckpt_dir)
+    cands = [ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").exists() else []
+    cands += sorted(ckpt_dir.glob("step*.pt"), reverse=True)
+    for p in cands:
+        try:
+            return p.resolve(), load_checkpoint(p, map_location="cpu")
+        except (RuntimeError, FileNotFoundError) as e:
+            log.warning("skipping unreadable checkpoint %s: %s", p, e)
+    return None
+
+
+def plot_history(history: Mapping[str, list[list[float]]], path: str | Path) -> None:
+    """Draw ``{"train": [[step, loss], …], "valid": …}`` as a loss curve PNG (Agg, atomic)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, pts in history.items():
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if key == "valid" else None, label=key)
+    ax.set(xlabel="step", ylabel="loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=80))

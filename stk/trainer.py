@@ -1,0 +1,500 @@
+"""Training loop: DDP, gradient accumulation, multi-stream batches, NaN guard, exact resume.
+
+Usage (single process, or under ``torchrun --nproc_per_node N``)::
+
+    from stk.trainer import OptimConfig, TrainerConfig, train
+    metrics = train(model, {"paired": train_ds}, valid_ds, exp_dir="exp/asr",
+                    optim=OptimConfig(lr=1e-3, warmup_steps=1000),
+                    trainer=TrainerConfig(max_epochs=20, accum_grad=2),
+                    batch={"paired": {"max_frames": 20000}})
+
+A model's ``forward(batch)`` returns ``{"loss", "stats"[, "weight"]}``; ``batch["stream"]`` names
+the batch's data stream. Outputs in ``exp_dir``: ``checkpoints/step*.pt`` + ``last.pt``,
+``tensorboard/``, ``loss.png``, ``train.log``. A restarted run resumes from ``last.pt`` exactly
+(weights, optimizer, scheduler, data position, RNG states of main-process randomness: dropout,
+``__getitem__`` with ``num_workers=0``; loader workers are re-seeded). Multi-task models whose
+streams use different parameters need ``find_unused_parameters: true`` under DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from stk.checkpoint import (average_best, latest_checkpoint, link_last, plot_history,  # noqa: F401
+                            prune_checkpoints, rng_state, save_checkpoint, seed_everything, select_keep,
+                            set_rng_state)
+from stk.config import from_dict, save_config
+from stk.data.mixing import MixedStreams
+from stk.data.sampler import BatchConfig, make_loader, make_sampler
+from stk.utils import setup_logging
+
+log = logging.getLogger("stk.trainer")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and LR schedule (see :func:`lr_factor`). ``grad_clip=0`` disables clipping."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    scheduler: Literal["warmuplr", "constant", "cosine"] = "warmuplr"
+    warmup_steps: int = 25000
+    min_lr: float = 0.0
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or not self.eps > 0:
+            raise ValueError(f"optim.lr and optim.eps must be > 0, got {self.lr}, {self.eps}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
+        if min(self.weight_decay, self.grad_clip, self.min_lr) < 0:
+            raise ValueError("optim.weight_decay, grad_clip and min_lr must be >= 0")
+        if self.warmup_steps < 0 or (self.scheduler == "warmuplr" and self.warmup_steps == 0):
+            raise ValueError(f"optim.warmup_steps must be >= 0 (> 0 for warmuplr), got {self.warmup_steps}")
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings. ``max_steps > 0`` stops by optimizer steps instead of epochs;
+    ``valid_interval_steps = 0`` validates at epoch ends; ``save_interval_steps = 0`` saves at
+    epoch ends and after validations only; ``keep_nbest = 0`` keeps every checkpoint;
+    ``max_bad_steps`` consecutive non-finite steps abort; ``num_threads = 0`` leaves torch's."""
+
+    max_epochs: int = 10
+    max_steps: int = 0
+    accum_grad: int = 1
+    log_interval: int = 50
+    valid_interval_steps: int = 0
+    save_interval_steps: int = 0
+    keep_nbest: int = 3
+    seed: int = 0
+    num_threads: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    use_amp: bool = False
+    max_bad_steps: int = 10
+    find_unused_parameters: bool = False
+    tensorboard: bool = True
+    progress: bool = True
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        for name, v in dataclasses.asdict(self).items():
+            low = 1 if name in ("accum_grad", "log_interval", "max_bad_steps") else 0
+            if isinstance(v, int) and not isinstance(v, bool) and name != "seed" and v < low:
+                raise ValueError(f"trainer.{name} must be >= {low}, got {v}")
+        if self.max_epochs == 0 and self.max_steps == 0:
+            raise ValueError("trainer: set max_epochs or max_steps")
+        if self.use_amp and self.device == "cpu":
+            raise ValueError("trainer.use_amp needs a CUDA device (fp16/bf16 autocast on this CPU is unusable)")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps had a non-finite loss or gradient."""
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: OptimConfig, step: int, total_steps: int | None = None) -> float:
+    """LR multiplier for optimizer update ``step`` (1-based). warmuplr: ESPnet/Noam
+    ``min(step / warmup, (warmup / step) ** 0.5)``; constant/cosine: linear warmup, then flat or
+    cosine decay to ``min_lr`` at ``total_steps``."""
+    w = cfg.warmup_steps
+    if cfg.scheduler == "warmuplr":
+        return min(step / w, (w / step) ** 0.5)
+    if w > 0 and step < w:
+        return step / w
+    if cfg.scheduler == "constant":
+        return 1.0
+    if not total_steps:
+        raise ValueError("cosine scheduler needs the total number of steps")
+    progress = min(1.0, (step - w) / max(1, total_steps - w))
+    return (f := cfg.min_lr / cfg.lr) + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _gather(obj: Any) -> list[Any]:
+    """``obj`` of every rank (just ``[obj]`` without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
+    """Resolve the device; under torchrun (``WORLD_SIZE > 1``) init the process group (gloo on
+    CPU, NCCL on CUDA). Returns ``(rank, world_size, device, initialised_here)``."""
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("trainer.device is 'cuda' but CUDA is not available")
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return (dist.get_rank(), dist.get_world_size(), dev, owns) if dist.is_initialized() else (0, 1, dev, owns)
+
+
+class Trainer:
+    """Trains ``model`` over a :class:`MixedStreams` (under DDP: on every rank, after
+    :func:`init_distributed`). ``valid_stream``: ``batch["stream"]`` of valid batches (default: the
+    primary stream); ``total_steps``: the ``cosine`` schedule length (default: ``max_steps``)."""
+
+    def __init__(self, model: nn.Module, *, exp_dir: str | Path, optim: OptimConfig, config: TrainerConfig,
+                 train_data: MixedStreams, valid_data: Iterable[Any] | None = None, valid_stream: str | None = None,
+                 total_steps: int | None = None, device: torch.device | None = None) -> None:
+        self.cfg, self.optim_cfg = config, optim
+        self.exp_dir = Path(exp_dir)
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.device = device = device or torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available()
+                                                      else "cpu")
+        self.amp = config.use_amp and device.type == "cuda"
+        if config.use_amp and not self.amp:
+            log.warning("use_amp ignored: no CUDA device")
+        self.data, self.valid_data, self.valid_stream = train_data, valid_data, valid_stream or train_data.primary
+        seed_everything(config.seed + self.rank)
+        self.model = model.to(device)
+        self.optimizer = build_optimizer(self.model.parameters(), optim)
+        total = total_steps or config.max_steps or None
+        if optim.scheduler == "cosine" and not total:
+            raise ValueError("cosine scheduler needs total_steps (or trainer.max_steps)")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, s + 1, total))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = self.nan_skipped = self.consecutive_bad = 0
+        self.best: dict[str, float | None] = {}  # kept checkpoint name -> its valid loss
+        self.history: dict[str, list[list[float]]] = {"train": [], "valid": []}
+        self.last_valid: tuple[int, dict[str, float]] | None = None
+        self.last_train_loss: float | None = None
+        self._saved_step, self._pending_rng, self._writer, self._interval = -1, None, None, {}
+        self.resumed_from = self._resume() if config.resume else None
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters)
+
+    def _resume(self) -> Path | None:
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None:
+            return None
+        path, ck = found
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if self.amp and "scaler" in ck:
+            self.scaler.load_state_dict(ck["scaler"])
+        self.data.load_state_dict(ck["mixer"])
+        t = ck["trainer"]
+        self.step, self.nan_skipped, self.consecutive_bad = t["step"], t["nan_skipped"], t["consecutive_bad"]
+        self.best, self.history = dict(t["best"]), {k: list(v) for k, v in t["history"].items()}
+        self.last_train_loss, lv, self._saved_step = t["last_train_loss"], t["last_valid"], self.step
+        self.last_valid = (lv["step"], dict(lv["stats"])) if lv is not None else None
+        if len(ck["rng"]) == self.world:
+            self._pending_rng = ck["rng"][self.rank]
+        else:
+            log.warning("checkpoint has RNG states of %d ranks, running %d: reseeding", len(ck["rng"]), self.world)
+            seed_everything(self.cfg.seed + self.rank + 7919 * self.step)
+        log.info("resumed from %s (epoch %d, step %d)", path, self.data.epoch + 1, self.step)
+        return path
+
+    def _save(self, mixer_state: dict[str, Any], plot: bool = False) -> None:
+        """Checkpoint (collective: every rank calls it; rank 0 writes), and redraw ``loss.png``."""
+        rngs = _gather(rng_state())
+        name = f"step{self.step:08d}.pt"
+        valid = self.last_valid[1]["loss"] if self.last_valid and self.last_valid[0] == self.step else None
+        if valid is not None or name not in self.best:
+            self.best[name] = valid
+        keep = select_keep(self.best, nbest=self.cfg.keep_nbest, last=name)
+        self.best = {k: v for k, v in self.best.items() if k in keep}
+        self._saved_step = self.step
+        if self.rank != 0:
+            return
+        lv = {"step": self.last_valid[0], "stats": self.last_valid[1]} if self.last_valid else None
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "mixer": mixer_state, "rng": rngs,
+            "trainer": {"step": self.step, "epoch": self.data.epoch, "nan_skipped": self.nan_skipped,
+                        "consecutive_bad": self.consecutive_bad, "best": dict(self.best), "history": self.history,
+                        "last_valid": lv, "last_train_loss": self.last_train_loss},
+            "config": {"optim": dataclasses.asdict(self.optim_cfg), "trainer": dataclasses.asdict(self.cfg)},
+        }
+        if self.amp:
+            state["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.ckpt_dir / name, state)
+        link_last(self.ckpt_dir, name)
+        prune_checkpoints(self.ckpt_dir, keep)
+        if plot:
+            plot_history(self.history, self.exp_dir / "loss.png")
+
+    def _forward_backward(self, name: str, batch: dict[str, Any], sync: bool) -> tuple[bool, list[Any]]:
+        utt_ids = list(batch.get("utt_ids", []))
+        batch = _to_device({**batch, "stream": name}, self.device)
+        ctx = self.ddp.no_sync() if (self.ddp is not None and not sync) else contextlib.nullcontext()
+        with ctx:
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                out = (self.ddp or self.model)(batch)
+            loss = out["loss"]
+            finite = bool(torch.isfinite(loss.detach()).all())
+            self.scaler.scale(loss.float() / self.cfg.accum_grad).backward()
+        if finite:
+            s = self._interval.setdefault(name, {"n": 0, "sums": {}})
+            s["n"] += 1
+            for k, v in {"loss": float(loss.detach()), **out.get("stats", {})}.items():
+                s["sums"][k] = s["sums"].get(k, 0.0) + float(v)
+        return finite, utt_ids
+
+    def _optimizer_step(self, all_finite: bool, utt_ids: list[Any]) -> bool:
+        """Clip and step, or skip the step when any rank saw a non-finite loss/grad."""
+        if self.amp:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
+        local_bad = not all_finite or (not self.amp and not math.isfinite(norm))
+        bad = local_bad
+        if self.world > 1:
+            flag = torch.tensor([float(bad)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = bool(flag.item() > 0)
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.amp:
+                self.scaler.update()
+            self.nan_skipped, self.consecutive_bad = self.nan_skipped + 1, self.consecutive_bad + 1
+            ids = [u for part in _gather(utt_ids if local_bad else []) for u in part]
+            log.warning("non-finite loss/grad at step %d: step skipped (%d in total, %d in a row); utt_ids: %s",
+                        self.step + 1, self.nan_skipped, self.consecutive_bad, ids)
+            if self.consecutive_bad >= self.cfg.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{self.consecutive_bad} consecutive steps with a non-finite loss or gradient (last utt_ids: "
+                    f"{ids}); lower the learning rate, check the data, or raise trainer.max_bad_steps")
+            return False
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step, self.consecutive_bad = self.step + 1, 0
+        self._interval["_norm"] = self._interval.get("_norm", 0.0) + norm
+        self._interval["_steps"] = self._interval.get("_steps", 0) + 1
+        return True
+
+    def _log_interval(self) -> None:
+        iv, self._interval = self._interval, {"_t0": time.time()}
+        steps, norm, t0 = iv.pop("_steps", 0), iv.pop("_norm", 0.0), iv.pop("_t0", time.time())
+        n_all = sum(s["n"] for s in iv.values())
+        if not steps or not n_all:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = sum(s["sums"]["loss"] for s in iv.values()) / n_all
+        self.last_train_loss = loss
+        self.history["train"].append([self.step, loss])
+        scalars = {"train/loss": loss, "train/lr": lr, "train/grad_norm": norm / steps}
+        parts = []
+        for name, s in sorted(iv.items()):
+            avg = {k: v / s["n"] for k, v in s["sums"].items()}
+            parts.append(f"[{name} n={s['n']} " + " ".join(f"{k}={v:.4g}" for k, v in avg.items()) + "]")
+            scalars.update({f"train/{name}/{k}": v for k, v in avg.items()})
+        log.info("epoch %d step %d lr %.3e loss %.4g grad_norm %.3g %s %.2f step/s", self.data.epoch + 1, self.step,
+                 lr, loss, norm / steps, " ".join(parts), steps / max(time.time() - t0, 1e-9))
+        self._scalars(scalars)
+
+    def _scalars(self, scalars: dict[str, float]) -> None:
+        if self._writer is not None:
+            for k, v in scalars.items():
+                self._writer.add_scalar(k, v, self.step)
+            self._writer.flush()
+
+    def validate(self) -> dict[str, float]:
+        """Valid loss/stats averaged with each batch's ``"weight"`` over all ranks' shards.
+
+        Collective under DDP. The training RNG states are left untouched.
+        """
+        if self.valid_data is None:
+            return {}
+        saved = rng_state()
+        sums: dict[str, float] = {"__weight": 0.0}
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                for batch in self.valid_data:
+                    out = self.model(_to_device({**batch, "stream": self.valid_stream}, self.device))
+                    w = float(out.get("weight", 1.0))
+                    for k, v in {**out.get("stats", {}), "loss": out["loss"], "__weight": 1.0}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * w
+        finally:
+            self.model.train()
+            set_rng_state(saved)
+        merged: dict[str, float] = {}
+        for part in _gather(sums):
+            for k, v in part.items():
+                merged[k] = merged.get(k, 0.0) + v
+        weight = merged.pop("__weight")
+        if weight <= 0:
+            raise ValueError("validation produced no batches (or zero total weight)")
+        result = {k: v / weight for k, v in merged.items()}
+        self.last_valid = (self.step, result)
+        self.history["valid"].append([self.step, result["loss"]])
+        log.info("valid epoch %d step %d: %s", self.data.epoch + 1, self.step,
+                 " ".join(f"{k}={v:.4g}" for k, v in result.items()))
+        self._scalars({f"valid/{k}": v for k, v in result.items()})
+        return result
+
+    def _done(self) -> bool:
+        if self.cfg.max_steps > 0:
+            return self.step >= self.cfg.max_steps
+        return self.data.epoch >= self.cfg.max_epochs
+
+    def _run_epoch(self, progress: Any) -> bool:
+        """Train until the epoch ends (True) or ``max_steps`` is reached mid-epoch (False)."""
+        cfg = self.cfg
+        task = progress.add_task(f"epoch {self.data.epoch + 1}", total=len(self.data))
+        n_micro, all_finite, utt_ids = 0, True, []
+        for name, batch in self.data:
+            is_last = self.data.last_in_epoch()
+            n_micro += 1
+            final = n_micro == cfg.accum_grad or is_last
+            finite, ids = self._forward_backward(name, batch, sync=final)
+            all_finite, utt_ids = all_finite and finite, utt_ids + ids
+            progress.advance(task)
+            if not final:
+                continue
+            stepped = self._optimizer_step(all_finite, utt_ids)
+            n_micro, all_finite, utt_ids = 0, True, []
+            if not stepped:
+                continue
+            if self.step % cfg.log_interval == 0:
+                self._log_interval()
+            validate = cfg.valid_interval_steps and self.step % cfg.valid_interval_steps == 0
+            if validate and self.valid_data is not None:
+                self.validate()
+            limit = cfg.max_steps > 0 and self.step >= cfg.max_steps
+            interval = cfg.save_interval_steps and self.step % cfg.save_interval_steps == 0
+            if not is_last and (validate or interval or limit):
+                self._save(self.data.state_dict(), plot=bool(limit))
+            if limit and not is_last:
+                progress.remove_task(task)
+                return False
+        progress.remove_task(task)
+        return True
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``max_epochs``/``max_steps`` (resumed if a checkpoint exists); return metrics."""
+        from rich.console import Console
+        from rich.progress import Progress
+
+        stk_log, handler = logging.getLogger("stk"), None
+        prev_level = stk_log.level
+        stk_log.setLevel(prev_level or logging.INFO)
+        if self.rank == 0:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.exp_dir / "train.log", encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            stk_log.addHandler(handler)
+            if self.cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                purge = self.step + 1 if self.resumed_from else None
+                self._writer = SummaryWriter(str(self.exp_dir / "tensorboard"), purge_step=purge)
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+        self._interval = {"_t0": time.time()}
+        show = self.rank == 0 and self.cfg.progress and sys.stderr.isatty()
+        try:
+            with Progress(console=Console(stderr=True), disable=not show, transient=True) as progress:
+                while not self._done():
+                    if self._run_epoch(progress):
+                        if not self.cfg.valid_interval_steps and self.valid_data is not None:
+                            self.validate()
+                        self._save(self.data.state_dict(), plot=True)
+            if self._saved_step != self.step:
+                self._save(self.data.state_dict(), plot=True)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            stk_log.setLevel(prev_level)
+            if handler is not None:
+                stk_log.removeHandler(handler)
+                handler.close()
+        scored = sorted((v, k) for k, v in self.best.items() if v is not None)
+        return {"step": self.step, "epoch": self.data.epoch, "train_loss": self.last_train_loss,
+                "valid": self.last_valid[1] if self.last_valid else None,
+                "best_valid_loss": scored[0][0] if scored else None,
+                "best_checkpoints": [k for _, k in scored], "nan_skipped": self.nan_skipped}
+
+
+def _as(cls: type, value: Any) -> Any:
+    return value if isinstance(value, cls) else from_dict(cls, value)
+
+
+def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None = None, *,
+          exp_dir: str | Path, optim: OptimConfig | dict[str, Any], trainer: TrainerConfig | dict[str, Any],
+          batch: Mapping[str, BatchConfig | dict[str, Any]], valid_batch: BatchConfig | dict[str, Any] | None = None,
+          num_workers: int = 0) -> dict[str, Any]:
+    """Build samplers, loaders and the stream mixer (DDP-aware), train, return the final metrics.
+
+    ``train_streams``: name -> dataset (``lengths``, ``langs``, ``collate``); the first is the
+    primary stream, whose passes are the epochs. ``batch``: name -> :class:`BatchConfig` (or its
+    fields as a dict). ``valid_batch`` defaults to the primary's settings, unshuffled.
+    """
+    optim, cfg = _as(OptimConfig, optim), _as(TrainerConfig, trainer)
+    bcfg = {k: _as(BatchConfig, v) for k, v in batch.items()}
+    if not train_streams or set(bcfg) != set(train_streams):
+        raise ValueError(f"batch settings for {sorted(bcfg)} do not match train streams {sorted(train_streams)}")
+    if not logging.getLogger().handlers:
+        setup_logging()
+    rank, world, device, owns = init_distributed(cfg.device)
+    prev_level = log.level
+    log.setLevel(logging.ERROR if rank else prev_level)  # rank 0 logs (with all ranks' NaN utt_ids)
+    try:
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        if rank == 0:
+            save_config({"optim": optim, "trainer": cfg, "batch": bcfg}, Path(exp_dir) / "trainer_config.yaml")
+        kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+        loaders = {name: make_loader(ds, make_sampler(ds, bcfg[name], seed=cfg.seed + 1009 * i, num_replicas=world,
+                                                      rank=rank), seed=cfg.seed + i, **kw)
+                   for i, (name, ds) in enumerate(train_streams.items())}
+        mixer = MixedStreams(loaders, {n: bcfg[n].ratio for n in loaders}, seed=cfg.seed)
+        valid_loader = None
+        if valid is not None:
+            vb = _as(BatchConfig, valid_batch) if valid_batch is not None else bcfg[mixer.primary]
+            vb = dataclasses.replace(vb, shuffle=False, temperature=0.0, drop_last=False)
+            valid_loader = make_loader(valid, make_sampler(valid, vb).epoch_batches(0)[rank::world], seed=cfg.seed, **kw)
+        total = cfg.max_steps or cfg.max_epochs * math.ceil(len(mixer) / cfg.accum_grad)
+        runner = Trainer(model, exp_dir=exp_dir, optim=optim, config=cfg, train_data=mixer,
+                         valid_data=valid_loader, total_steps=total, device=device)
+        return runner.fit()
+    finally:
+        log.setLevel(prev_level)
+        if owns and dist.is_initialized():
+            dist.destroy_process_group()
