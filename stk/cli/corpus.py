@@ -57,9 +57,11 @@ def mini(
 
     lang_list = _parse_langs(langs)
     err = Console(stderr=True)
-    handler = RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
     root = logging.getLogger()
-    root.addHandler(handler)
+    # log to stderr through rich (so progress bars stay intact) unless logging is already set up
+    handler = None if root.handlers else RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
+    if handler is not None:
+        root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     t0 = time.time()
     try:
@@ -82,7 +84,8 @@ def mini(
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
     finally:
-        root.removeHandler(handler)
+        if handler is not None:
+            root.removeHandler(handler)
     _print_summary(rows, f"mini corpus ({size.value}) in {out}: {time.time() - t0:.1f} s")
 
 
