@@ -96,6 +96,26 @@ def _train_and_package(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
 
 
+def test_transducer_trains_and_decodes(trained):
+    cfg = TINY_CONFIG.replace("name: encdec", "name: transducer").replace(
+        "decoder: {d_model: 32, num_heads: 4, ffn_dim: 64, num_layers: 1}",
+        "rnnt: {embed_dim: 16, pred_dim: 32, joint_dim: 32}\n    ctc_weight: 0.2")
+    Path("rnnt.yaml").write_text(cfg)
+    res = runner.invoke(app, ["train", "--config", "rnnt.yaml", "--exp-dir", "exp_rnnt"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["package", "exp_rnnt", "--weights", "exp_rnnt/checkpoints/last.pt", "--out", "pkg_rnnt",
+                              "--method", "rnnt_greedy"])
+    assert res.exit_code == 0, res.output
+    outs = {}
+    for method in ("rnnt_greedy", "rnnt_beam"):
+        res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", method, "--beam-size", "4"])
+        assert res.exit_code == 0, res.output
+        outs[method] = res.output.splitlines()
+        assert len(outs[method]) == 6
+    res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "attention"])
+    assert res.exit_code == 1 and "no attention decoder" in res.output
+
+
 def test_train_rejects_unknown_key(trained):
     res = runner.invoke(app, ["train", "--config", "train.yaml", "--exp-dir", "exp2", "model.conf.decoder.num_layer=2"])
     assert res.exit_code == 1 and "num_layer" in res.output

@@ -31,7 +31,7 @@ def _register_builtin() -> None:
     from stk.modules.conformer import ConformerEncoder
 
     ENCODERS.register("conformer")(ConformerEncoder)
-    from stk.models import encdec  # noqa: F401  (registers "encdec")
+    from stk.models import encdec, transducer  # noqa: F401  (register "encdec", "transducer")
 
 
 _register_builtin()

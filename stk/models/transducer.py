@@ -1,0 +1,79 @@
+"""Conformer transducer (RNN-T) with an optional auxiliary CTC head.
+
+The joint network's loss is torchaudio's ``rnnt_loss``; decoding is ``rnnt_greedy`` (batched) or
+``rnnt_beam`` (torchaudio's ``RNNTBeamSearch``) through ``stk decode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stk.features.fbank import SpecAugmentConfig, spec_augment
+from stk.models import ENCODERS, MODELS, StkModel
+from stk.modules.rnnt import RNNTHead
+from stk.tokenizer import BLANK
+
+
+@MODELS.register("transducer")
+class TransducerModel(StkModel):
+    """Speech encoder + RNN-T head (+ CTC).
+
+    Args:
+        vocab_size, input_dim: set by the toolkit.
+        encoder: ``{name, conf}`` of a registered encoder.
+        rnnt: keyword arguments of :class:`~stk.modules.rnnt.RNNTHead` (sizes of predictor and joiner).
+        ctc_weight: weight of an auxiliary CTC loss on the encoder output (0 disables it).
+        target: batch key of the transcript.
+        specaug: SpecAugment settings, or None.
+    """
+
+    def __init__(
+        self, *, vocab_size: int, input_dim: int, encoder: dict[str, Any] | None = None,
+        rnnt: dict[str, Any] | None = None, ctc_weight: float = 0.0, target: str = "text",
+        specaug: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from stk.config import check_call_kwargs, from_dict
+
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
+        self.encoder = ENCODERS.build(encoder or {"name": "conformer"}, "model.conf.encoder", input_dim=input_dim)
+        d = self.encoder.output_dim
+        head_conf = check_call_kwargs(RNNTHead, dict(rnnt or {}), "model.conf.rnnt")
+        self.rnnt = RNNTHead(vocab_size=vocab_size, enc_dim=d, blank=BLANK, **head_conf)
+        self.ctc = nn.Linear(d, vocab_size) if ctc_weight > 0 else None
+        self.decoder = None
+        self.ctc_weight, self.target = ctc_weight, target
+        self.specaug = from_dict(SpecAugmentConfig, specaug, "model.conf.specaug") if specaug is not None else None
+
+    def min_input_length(self) -> int:
+        return self.encoder.min_input_length()
+
+    def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) -> (B, T', D), (B,); SpecAugment in training mode."""
+        if self.training and self.specaug is not None:
+            feats = spec_augment(feats, feats_lens, self.specaug)
+        return self.encoder(feats, feats_lens)
+
+    def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor:
+        if self.ctc is None:
+            raise ValueError("this model has no CTC head (ctc_weight=0)")
+        return torch.log_softmax(self.ctc(enc), dim=-1)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        enc, enc_lens = self.encode(batch["feats"], batch["feats_lens"])
+        ys, ylens = batch[self.target], batch[f"{self.target}_lens"]
+        rnnt = self.rnnt.loss(enc, enc_lens, ys, ylens)
+        loss = (1.0 - self.ctc_weight) * rnnt
+        stats = {"rnnt": rnnt.item()}
+        if self.ctc is not None:
+            lp = self.ctc_log_probs(enc).transpose(0, 1)
+            ctc = F.ctc_loss(lp, ys.clamp(min=0), enc_lens, ylens, blank=BLANK, reduction="mean", zero_infinity=True)
+            loss = loss + self.ctc_weight * ctc
+            stats["ctc"] = ctc.item()
+        stats["loss"] = loss.item()
+        return {"loss": loss, "stats": stats, "weight": float(enc.size(0))}
