@@ -2,9 +2,24 @@
 
 Each block: ½·FFN (macaron) → rel-pos MHSA → convolution module → ½·FFN → LayerNorm, all
 pre-norm residual. The attention uses Transformer-XL style relative positions (learned biases
-``u``/``v`` and a sinusoidal relative embedding, as ESPnet's ``rel_selfattn``); the content and
-position terms are fused into one ``scaled_dot_product_attention`` call with the position term as
-an additive bias.
+``u``/``v`` and a sinusoidal relative embedding, as ESPnet's ``rel_selfattn``).
+
+Written for speed on small CPUs without changing the model (see ``bench/README.md``):
+
+* the positional term and the key-padding mask become one additive score bias; ``rel_shift`` is a
+  strided view (no padded copy); the sinusoid table is built once (for the longest length seen)
+  and shared by all layers;
+* training-time attention is ``baddbmm`` (content scores accumulated onto the bias) → softmax →
+  dropout → ``bmm``; without dropout it is one fused ``scaled_dot_product_attention``;
+* the convolution module stays in ``(B, T, D)``: its pointwise convolutions are plain GEMMs and the
+  depthwise one runs as a channels-last 2-D convolution (oneDNN's NHWC kernel, ~3× faster than
+  the NCW one here), with no transposes in between;
+* on CPU, dropout masks come from 16-bit slices of 64-bit random words (4 draws per generator
+  call) turned into a 0/1 mask by one comparison — ~6× cheaper than ``F.dropout``'s Bernoulli
+  sampling — with the drop probability rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006) and the
+  keep-scale matched to it. The scale is folded into the next op: the residual dropouts are one
+  ``addcmul`` (with the ½ macaron factor), the FFN and attention-weight dropouts scale the
+  following projection's weight.
 """
 
 from __future__ import annotations
@@ -24,20 +39,67 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def dropout_mask(like: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """A 0/1 keep mask shaped and typed like ``like`` and the scale ``1 / (1 - p')`` of the kept values.
+
+    On CPU, each element's draw is a 16-bit slice of a 64-bit random word and the drop probability
+    is ``p' = round(p·2¹⁶) / 2¹⁶``; the mask is written by one comparison. Elsewhere it is a
+    Bernoulli sample with ``p' = p``. Callers fold the scale into a following op (a weight, an
+    ``addcmul`` value) instead of spending a pass over the activations on it.
+    """
+    if like.device.type != "cpu":
+        return torch.empty_like(like).bernoulli_(1.0 - p), 1.0 / (1.0 - p)
+    k = round(p * 65536)
+    if k >= 65536:  # p = 1: everything dropped
+        return torch.zeros_like(like), 0.0
+    n = like.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:n].view(like.shape)  # uniform over [-2¹⁵, 2¹⁵)
+    mask = torch.ge(draws, k - 32768, out=torch.empty(like.shape, dtype=like.dtype))
+    return mask, 65536 / (65536 - k)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout`` with the cheaper CPU mask of :func:`dropout_mask`."""
+    if not training or p == 0.0:
+        return x
+    mask, keep_scale = dropout_mask(x, p)
+    return (x * mask).mul_(keep_scale)
+
+
+def residual(x: torch.Tensor, y: torch.Tensor, p: float, training: bool, scale: float = 1.0) -> torch.Tensor:
+    """``x + scale · dropout(y)`` in one pass (``addcmul``)."""
+    if training and p > 0.0:
+        mask, keep_scale = dropout_mask(y, p)
+        return torch.addcmul(x, y, mask, value=scale * keep_scale)
+    return x + y if scale == 1.0 else torch.add(x, y, alpha=scale)
+
+
 class RelPositionalEncoding(nn.Module):
-    """Sinusoidal embeddings for relative distances ``T-1 … -(T-1)`` -> ``(1, 2T-1, D)``."""
+    """Sinusoidal embeddings for relative distances ``T-1 … -(T-1)`` -> ``(1, 2T-1, D)``.
+
+    The table for the longest length seen so far is kept (not saved in the state dict) and sliced.
+    """
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.d_model = d_model
+        self._table: torch.Tensor | None = None  # (2L-1, D) for distances L-1 … -(L-1)
 
-    def forward(self, t: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _build(self, t: int, device: torch.device) -> torch.Tensor:
         pos = torch.arange(t - 1, -t, -1, device=device, dtype=torch.float32)  # (2T-1,)
         div = torch.exp(torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
         pe = torch.zeros(2 * t - 1, self.d_model, device=device)
         pe[:, 0::2] = torch.sin(pos[:, None] * div)
         pe[:, 1::2] = torch.cos(pos[:, None] * div)
-        return pe.unsqueeze(0).to(dtype)
+        return pe
+
+    def forward(self, t: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        table = self._table
+        if table is None or table.device != device or table.size(0) < 2 * t - 1:
+            table = self._table = self._build(max(t, 64), device)
+        mid = (table.size(0) - 1) // 2  # row of distance 0
+        return table[mid - (t - 1) : mid + t].unsqueeze(0).to(dtype)
 
 
 class RelPositionMultiHeadAttention(nn.Module):
@@ -59,27 +121,44 @@ class RelPositionMultiHeadAttention(nn.Module):
 
     @staticmethod
     def rel_shift(x: torch.Tensor) -> torch.Tensor:
-        """(B, H, T, 2T-1) scores over distances ``T-1…-(T-1)`` -> (B, H, T, T) indexed by key."""
-        b, h, t, n = x.shape
-        x = F.pad(x, (1, 0)).view(b, h, n + 1, t)[:, :, 1:].view(b, h, t, n)
-        return x[..., :t]
+        """(…, T, 2T-1) scores over distances ``T-1…-(T-1)`` -> (…, T, T) indexed by key (a strided view).
 
-    def forward(self, x: torch.Tensor, pos_emb: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``x`` (B, T, D), ``pos_emb`` (1, 2T-1, D), ``mask`` (B, T) True=valid -> (B, T, D)."""
+        Entry ``(i, j)`` is ``x[…, i, T-1-i+j]`` (distance ``i - j``).
+        """
+        if x.stride(-1) != 1:
+            x = x.contiguous()
+        t = x.size(-2)
+        *batch, s_row, _ = x.stride()
+        return x.as_strided((*x.shape[:-1], t), (*batch, s_row - 1, 1), x.storage_offset() + t - 1)
+
+    def forward(self, x: torch.Tensor, pos_emb: torch.Tensor, mask_bias: torch.Tensor | None) -> torch.Tensor:
+        """``x`` (B, T, D), ``pos_emb`` (1, 2T-1, D), ``mask_bias`` (B, 1, 1, T) 0 / -inf -> (B, T, D)."""
         b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.h, self.dk).unbind(2)  # (B, T, H, dk) each
-        k, v = k.transpose(1, 2), v.transpose(1, 2)
-        p = self.pos(pos_emb).view(1, -1, self.h, self.dk).transpose(1, 2)  # (1, H, 2T-1, dk)
+        h, dk = self.h, self.dk
+        scale = 1.0 / math.sqrt(dk)
+        q, k, v = self.qkv(x).view(b, t, 3, h, dk).unbind(2)  # (B, T, H, dk) each
+        p = (self.pos(pos_emb[0]) * scale).view(-1, h, dk).permute(1, 2, 0)  # (H, dk, 2T-1), pre-scaled
         q_v = (q + self.pos_bias_v).transpose(1, 2)  # (B, H, T, dk)
-        bias = self.rel_shift(torch.matmul(q_v, p.transpose(-2, -1))) / math.sqrt(self.dk)  # (B, H, T, T)
-        if mask is not None:
-            bias = bias.masked_fill(~mask[:, None, None, :], float("-inf"))
-        q_u = (q + self.pos_bias_u).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, t, self.h * self.dk))
+        bias = self.rel_shift(torch.matmul(q_v, p))  # (B, H, T, T), already / sqrt(dk)
+        bias = bias + mask_bias if mask_bias is not None else bias.contiguous()
+        q_u = (q + self.pos_bias_u).transpose(1, 2)  # (B, H, T, dk)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if self.training and self.dropout > 0.0:
+            scores = torch.baddbmm(bias.view(b * h, t, t), q_u.reshape(b * h, t, dk),
+                                   k.reshape(b * h, t, dk).transpose(1, 2), alpha=scale)
+            attn = scores.softmax(-1)
+            mask, keep_scale = dropout_mask(attn, self.dropout)
+            y = torch.bmm(attn * mask, v.reshape(b * h, t, dk)).view(b, h, t, dk)
+            out_weight = self.out.weight * keep_scale  # the dropout scale, folded into the projection
+        else:
+            y = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias)
+            out_weight = self.out.weight
+        return F.linear(y.transpose(1, 2).reshape(b, t, h * dk), out_weight, self.out.bias)
 
 
 class FeedForward(nn.Module):
+    """LayerNorm → Linear → SiLU → dropout → Linear (the caller adds the residual)."""
+
     def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
@@ -87,11 +166,19 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        norm, lin1, _, drop, lin2 = self.net
+        h = F.silu(lin1(norm(x)))
+        if not self.training or drop.p == 0.0:
+            return lin2(h)
+        mask, keep_scale = dropout_mask(h, drop.p)
+        return F.linear(h * mask, lin2.weight * keep_scale, lin2.bias)  # dropout scale folded into the weight
 
 
 class ConvModule(nn.Module):
-    """Pointwise conv + GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (padding-safe)."""
+    """Pointwise conv + GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (padding-safe).
+
+    The caller applies the output dropout (``self.drop.p``) with the residual.
+    """
 
     def __init__(self, d_model: int, kernel_size: int, dropout: float) -> None:
         super().__init__()
@@ -105,12 +192,16 @@ class ConvModule(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        y = self.norm(x).transpose(1, 2)  # (B, D, T)
-        y = F.glu(self.pw1(y), dim=1)
+        """``x`` (B, T, D), ``mask`` (B, T) True=valid -> (B, T, D) (before dropout)."""
+        b, t, d = x.shape
+        y = F.glu(F.linear(self.norm(x), self.pw1.weight.squeeze(-1), self.pw1.bias), dim=-1)  # (B, T, D)
         if mask is not None:
-            y = y.masked_fill(~mask[:, None, :], 0.0)
-        y = self.pw2(F.silu(self.bn(self.dw(y))))
-        return self.drop(y.transpose(1, 2))
+            y = y.masked_fill(~mask[:, :, None], 0.0)
+        # Depthwise conv as a channels-last 2-D conv (B, D, 1, T): oneDNN's NHWC kernel, no transposes.
+        y = F.conv2d(y.transpose(1, 2).unsqueeze(2), self.dw.weight.unsqueeze(2), self.dw.bias,
+                     padding=(0, self.dw.padding[0]), groups=self.dw.groups)
+        y = F.silu(self.bn(y.permute(0, 2, 3, 1).reshape(b * t, d)))  # BatchNorm over (B·T, D)
+        return F.linear(y.view(b, t, d), self.pw2.weight.squeeze(-1), self.pw2.bias)
 
 
 class ConformerBlock(nn.Module):
@@ -124,12 +215,23 @@ class ConformerBlock(nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, pos_emb: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + 0.5 * self.drop(self.ff1(x))
-        x = x + self.drop(self.attn(self.attn_norm(x), pos_emb, mask))
-        x = x + self.conv(x, mask)
-        x = x + 0.5 * self.drop(self.ff2(x))
+    def forward(
+        self, x: torch.Tensor, pos_emb: torch.Tensor, mask: torch.Tensor | None, mask_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x`` (B, T, D); ``mask`` (B, T) True=valid; ``mask_bias`` (B, 1, 1, T) 0/-inf (derived if not given)."""
+        if mask is not None and mask_bias is None:
+            mask_bias = _mask_bias(mask, x.dtype)
+        p, train = self.drop.p, self.training
+        x = residual(x, self.ff1(x), p, train, 0.5)
+        x = residual(x, self.attn(self.attn_norm(x), pos_emb, mask_bias), p, train)
+        x = residual(x, self.conv(x, mask), self.conv.drop.p, train)
+        x = residual(x, self.ff2(x), p, train, 0.5)
         return self.final_norm(x)
+
+
+def _mask_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) True=valid -> (B, 1, 1, T) additive attention bias: 0 at valid keys, -inf at padding."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))[:, None, None, :]
 
 
 class ConformerLayers(nn.Module):
@@ -158,10 +260,11 @@ class ConformerLayers(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``x`` (B, T, D), ``lengths`` (B,) -> (B, T, D) (and every layer's output if asked)."""
         mask = lengths_to_mask(lengths, x.size(1))
+        mask_bias = _mask_bias(mask, x.dtype)
         pos_emb = self.pos(x.size(1), x.device, x.dtype)
         hidden = []
         for layer in self.layers:
-            x = layer(x, pos_emb, mask)
+            x = layer(x, pos_emb, mask, mask_bias)
             hidden.append(x)
         return (x, hidden) if return_hidden else x
 
@@ -199,5 +302,5 @@ class ConformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, lengths = self.subsampling(x, lengths)
-        x = self.layers(self.input_dropout(x), lengths)
+        x = self.layers(dropout(x, self.input_dropout.p, self.training), lengths)
         return x, lengths
