@@ -27,16 +27,35 @@ class DecoderLayer(nn.Module):
         memory_pad: torch.Tensor | None,
         causal: torch.Tensor | None,
         tgt_pad: torch.Tensor | None,
-        query_last: bool = False,
     ) -> torch.Tensor:
-        """``x`` (B, L, D); with ``query_last`` only the last position is computed -> (B, 1, D)."""
-        q = x[:, -1:] if query_last else x
+        """Training: ``x`` (B, L, D), ``memory`` (B, T, D) -> (B, L, D)."""
         h = self.norm1(x)
-        hq = h[:, -1:] if query_last else h
-        q = q + self.drop(self.self_attn(hq, h, h, attn_mask=None if query_last else causal,
-                                         key_padding_mask=tgt_pad, need_weights=False)[0])
+        q = x + self.drop(self.self_attn(h, h, h, attn_mask=causal, key_padding_mask=tgt_pad, need_weights=False)[0])
         q = q + self.drop(self.src_attn(self.norm2(q), memory, memory, key_padding_mask=memory_pad, need_weights=False)[0])
         return q + self.drop(self.ff(self.norm3(q)))
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of ``memory`` (N, T, D) -> two (N, H, T, D/H) tensors."""
+        a = self.src_attn
+        d, h = a.embed_dim, a.num_heads
+        w, b = a.in_proj_weight, a.in_proj_bias
+        n, t, _ = memory.shape
+        k = F.linear(memory, w[d : 2 * d], b[d : 2 * d]).view(n, t, h, d // h).transpose(1, 2)
+        v = F.linear(memory, w[2 * d :], b[2 * d :]).view(n, t, h, d // h).transpose(1, 2)
+        return k, v
+
+    def step(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor) -> torch.Tensor:
+        """Inference: the output at the last position of ``x`` (N, L, D) given precomputed
+        cross-attention ``kv`` and ``memory_mask`` (N, T) True=valid -> (N, 1, D)."""
+        h = self.norm1(x)
+        q = x[:, -1:] + self.self_attn(h[:, -1:], h, h, need_weights=False)[0]
+        a = self.src_attn
+        d, nh = a.embed_dim, a.num_heads
+        n = q.size(0)
+        qq = F.linear(self.norm2(q), a.in_proj_weight[:d], a.in_proj_bias[:d]).view(n, 1, nh, d // nh).transpose(1, 2)
+        y = F.scaled_dot_product_attention(qq, kv[0], kv[1], attn_mask=memory_mask[:, None, None, :])
+        q = q + a.out_proj(y.transpose(1, 2).reshape(n, 1, d))
+        return q + self.ff(self.norm3(q))
 
 
 class TransformerDecoder(nn.Module):
@@ -103,17 +122,28 @@ class TransformerDecoder(nn.Module):
         outputs for the first L-1 positions, ``(N, L-1, D)``, or is None. Returns ``(N, V)`` and
         the new cache ``(N, L, D)`` per layer.
         """
-        memory = self.mem_proj(memory)
-        mem_pad = ~memory_mask
-        l = ys.size(1)
+        kv = self._memory_kv(memory)
         x = self._embed(ys)  # recompute embeddings for all positions (cheap); layers reuse the cache
         new_cache = []
         for i, layer in enumerate(self.layers):
-            if cache is None:
-                causal = torch.triu(torch.ones(l, l, dtype=torch.bool, device=ys.device), 1)
-                x = layer(x, memory, mem_pad, causal, None)
+            if cache is None:  # first call: every position
+                outs = [layer.step(x[:, : j + 1], kv[i], memory_mask) for j in range(x.size(1))]
+                x = torch.cat(outs, dim=1)
             else:
-                last = layer(x, memory, mem_pad, None, None, query_last=True)
-                x = torch.cat([cache[i], last], dim=1)
+                x = torch.cat([cache[i], layer.step(x, kv[i], memory_mask)], dim=1)
             new_cache.append(x)
         return torch.log_softmax(self.out(self.norm(x[:, -1])), dim=-1), new_cache
+
+    def _memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer cross-attention keys/values, computed once per memory tensor.
+
+        Beam search passes the same ``memory`` object at every step until its rows change, so
+        the projection (most of the decoder's work) is not repeated for every step.
+        """
+        memo = getattr(self, "_kv_memo", None)
+        if memo is not None and memo[0] is memory:
+            return memo[1]
+        mem = self.mem_proj(memory)
+        kv = [layer.project_memory(mem) for layer in self.layers]
+        self._kv_memo = (memory, kv)
+        return kv
