@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from stk.features.fbank import SpecAugmentConfig, spec_augment
-from stk.models import ENCODERS, MODELS, StkModel
+from stk.models import MODELS
+from stk.models.speech import SpeechEncoderModel
 from stk.modules.transformer_decoder import TransformerDecoder
 from stk.tokenizer import BLANK, SOS_EOS
 
@@ -35,7 +34,7 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
 
 
 @MODELS.register("encdec")
-class EncoderDecoderModel(StkModel):
+class EncoderDecoderModel(SpeechEncoderModel):
     """Speech encoder + CTC head + Transformer decoder.
 
     Args:
@@ -56,34 +55,18 @@ class EncoderDecoderModel(StkModel):
         super().__init__()
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-        from stk.config import check_call_kwargs, from_dict
+        from stk.config import check_call_kwargs
 
-        self.encoder = ENCODERS.build(encoder or {"name": "conformer"}, "model.conf.encoder", input_dim=input_dim)
-        d = self.encoder.output_dim
+        d = self._build_front(input_dim=input_dim, vocab_size=vocab_size, encoder=encoder, specaug=specaug,
+                              with_ctc=ctc_weight > 0)
         self.ctc_weight, self.lsm_weight = ctc_weight, lsm_weight
         self.ctc_target, self.dec_target = ctc_target, dec_target
         self.vocab_size = vocab_size
-        self.ctc = nn.Linear(d, vocab_size) if ctc_weight > 0 else None
         dec_conf = check_call_kwargs(TransformerDecoder, dict(decoder or {}), "model.conf.decoder")
         self.decoder = (
             TransformerDecoder(vocab_size=vocab_size, memory_dim=d, **dec_conf)
             if ctc_weight < 1.0 and dec_conf.get("num_layers", 3) > 0 else None
         )
-        self.specaug = from_dict(SpecAugmentConfig, specaug, "model.conf.specaug") if specaug is not None else None
-
-    def min_input_length(self) -> int:
-        return self.encoder.min_input_length()
-
-    def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F) -> encoder output (B, T', D) and lengths; SpecAugment in training mode."""
-        if self.training and self.specaug is not None:
-            feats = spec_augment(feats, feats_lens, self.specaug)
-        return self.encoder(feats, feats_lens)
-
-    def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor:
-        if self.ctc is None:
-            raise ValueError("this model has no CTC head (ctc_weight=0)")
-        return torch.log_softmax(self.ctc(enc), dim=-1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         enc, enc_lens = self.encode(batch["feats"], batch["feats_lens"])

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
-from torch import nn
 
-from stk.features.fbank import SpecAugmentConfig, spec_augment
-from stk.models import ENCODERS, MODELS, StkModel
+from stk.models import MODELS
+from stk.models.speech import SpeechEncoderModel
 from stk.modules.rnnt import RNNTHead
 from stk.tokenizer import BLANK
 
 
 @MODELS.register("transducer")
-class TransducerModel(StkModel):
+class TransducerModel(SpeechEncoderModel):
     """Speech encoder + RNN-T head (+ CTC).
 
     Args:
@@ -37,32 +35,16 @@ class TransducerModel(StkModel):
         specaug: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from stk.config import check_call_kwargs, from_dict
+        from stk.config import check_call_kwargs
 
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
-        self.encoder = ENCODERS.build(encoder or {"name": "conformer"}, "model.conf.encoder", input_dim=input_dim)
-        d = self.encoder.output_dim
+        d = self._build_front(input_dim=input_dim, vocab_size=vocab_size, encoder=encoder, specaug=specaug,
+                              with_ctc=ctc_weight > 0)
         head_conf = check_call_kwargs(RNNTHead, dict(rnnt or {}), "model.conf.rnnt")
         self.rnnt = RNNTHead(vocab_size=vocab_size, enc_dim=d, blank=BLANK, **head_conf)
-        self.ctc = nn.Linear(d, vocab_size) if ctc_weight > 0 else None
         self.decoder = None
         self.ctc_weight, self.target = ctc_weight, target
-        self.specaug = from_dict(SpecAugmentConfig, specaug, "model.conf.specaug") if specaug is not None else None
-
-    def min_input_length(self) -> int:
-        return self.encoder.min_input_length()
-
-    def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F) -> (B, T', D), (B,); SpecAugment in training mode."""
-        if self.training and self.specaug is not None:
-            feats = spec_augment(feats, feats_lens, self.specaug)
-        return self.encoder(feats, feats_lens)
-
-    def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor:
-        if self.ctc is None:
-            raise ValueError("this model has no CTC head (ctc_weight=0)")
-        return torch.log_softmax(self.ctc(enc), dim=-1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         enc, enc_lens = self.encode(batch["feats"], batch["feats_lens"])
