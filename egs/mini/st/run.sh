@@ -17,6 +17,7 @@ src_langs=de,es,fr,it,ru
 tag=
 beam_size=10
 ctc_weight=0.0       # CTC predicts the source, so it cannot score English hypotheses
+avg_n=5              # average the N checkpoints with the best validation loss
 test_sets="synth_test real_test"
 # End configuration section
 help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N]"
@@ -68,8 +69,8 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: average the best checkpoints and package the model"
-  stk average ${exp} --n 5
-  stk package ${exp} --weights ${exp}/model.avg5.safetensors --out ${exp}/package \
+  stk average ${exp} --n ${avg_n}
+  stk package ${exp} --weights ${exp}/model.avg${avg_n}.safetensors --out ${exp}/package \
     --method attention --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name mini-st \
     --description "mini corpus speech translation ${src_langs} -> en (${tag})"
 fi
