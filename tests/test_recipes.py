@@ -40,7 +40,7 @@ def run_recipe(name: str, tmp_path: Path, corpus: Path, *args: str) -> subproces
 def _check_results(results: Path, metric: str, langs: list[str]) -> None:
     text = results.read_text()
     for test_set in ("synth_test", "real_test"):
-        assert re.search(rf"\| {test_set} \| all \| \d+ \| [\d.]+ \| [\d.]+ \|", text), text
+        assert re.search(rf"\| (\w+_)?{test_set} \| all \| \d+ \| [\d.]+ \| [\d.]+ \|", text), text
     for lang in langs:
         assert f"| {lang} |" in text
     assert metric in text
@@ -59,7 +59,7 @@ def test_asr_recipe(tmp_path, tiny_corpus):
     exp = work / "exp" / "train_tiny_tiny"
     assert _loss_fell(exp)
     assert (exp / "config.yaml").exists() and (exp / "loss.png").exists()
-    hyp = (exp / "decode_synth_test" / "hyp").read_text().splitlines()
+    hyp = (exp / "decode_attention_synth_test" / "hyp").read_text().splitlines()
     assert len(hyp) == len((work / "data" / "synth_test" / "wav.scp").read_text().splitlines())
     # the package was published to the model store: decode by name from anywhere
     env = dict(os.environ, STK_MODEL_STORE=str(tmp_path / "store"))

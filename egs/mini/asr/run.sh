@@ -16,6 +16,7 @@ tag=                 # experiment name (default: from the config file)
 method=attention     # decoding: attention | ctc_greedy | ctc_beam
 beam_size=10
 ctc_weight=0.3
+avg_n=3              # average the N checkpoints with the best validation loss
 test_sets="synth_test real_test"
 # End configuration section
 help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N]"
@@ -66,8 +67,8 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: average the best checkpoints and package the model"
-  stk average ${exp} --n 5
-  stk package ${exp} --weights ${exp}/model.avg5.safetensors --out ${exp}/package \
+  stk average ${exp} --n ${avg_n}
+  stk package ${exp} --weights ${exp}/model.avg${avg_n}.safetensors --out ${exp}/package \
     --method ${method} --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name mini-asr \
     --description "mini corpus multilingual ASR (${tag})"
 fi
@@ -75,18 +76,19 @@ fi
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   log "Stage 5: decode ${test_sets} (${method}, beam ${beam_size})"
   for x in ${test_sets}; do
-    ${decode_cmd} ${exp}/decode_${x}/decode.log \
-      stk decode data/${x} --model ${exp}/package --out ${exp}/decode_${x}/hyp
+    ${decode_cmd} ${exp}/decode_${method}_${x}/decode.log \
+      stk decode data/${x} --model ${exp}/package --method ${method} --beam-size ${beam_size} \
+      --ctc-weight ${ctc_weight} --out ${exp}/decode_${method}_${x}/hyp
   done
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: score (CER/WER per language) -> RESULTS.md"
   for x in ${test_sets}; do
-    stk score data/${x}/text ${exp}/decode_${x}/hyp --utt2lang data/${x}/utt2lang \
-      --json ${exp}/decode_${x}/score.json
+    stk score data/${x}/text ${exp}/decode_${method}_${x}/hyp --utt2lang data/${x}/utt2lang \
+      --json ${exp}/decode_${method}_${x}/score.json
   done
   stk report ${exp}/decode_*/score.json --out RESULTS.md --title "mini ASR: ${tag}" \
-    --notes "Config ${train_config}, corpus size ${size}; ${method} decoding, beam ${beam_size}, CTC weight ${ctc_weight}. real_test: real human speech (asterisk prompts), synth_test: espeak-ng speech with an unseen voice. CER/WER after lowercasing and stripping punctuation."
+    --notes "Config ${train_config}, corpus size ${size}; rows are <decoding method>_<test set> (every method decoded so far in ${exp}), beam ${beam_size}, CTC weight ${ctc_weight} in attention decoding. real_test: real human speech (asterisk prompts), synth_test: espeak-ng speech with an unseen voice. CER/WER after lowercasing and stripping punctuation."
   cat RESULTS.md
 fi
