@@ -10,7 +10,7 @@ import torch
 
 from stk.data.audio import load_segment
 from stk.data.dataset import pad_list
-from stk.data.kaldi import DataDirError, read_kv
+from stk.data.kaldi import DataDirError, load_data_dir, read_kv
 from stk.features.fbank import compute_fbank
 from stk.package import DecodeOptions, LoadedModel
 from stk.tokenizer import BLANK, SOS_EOS
@@ -22,16 +22,10 @@ def read_scp_input(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[st
     """``wav.scp`` (a file) or a data dir (its ``wav.scp`` and optional ``segments``)."""
     p = Path(path)
     if p.is_dir():
-        wav = read_kv(p / "wav.scp", allow_empty_value=False)
-        seg = None
-        if (p / "segments").exists():
-            seg = {}
-            for u, v in read_kv(p / "segments").items():
-                parts = v.split()
-                if len(parts) != 3:
-                    raise DataDirError(f"{p}/segments: utterance {u!r}: expected 'rec start end', got {v!r}")
-                seg[u] = (parts[0], float(parts[1]), float(parts[2]))
-        return wav, seg
+        d = load_data_dir(p)
+        if d.wav_scp is None:
+            raise DataDirError(f"{p}: no wav.scp")
+        return d.wav_scp, d.segments
     if not p.exists():
         raise DataDirError(f"{p}: no such wav.scp or data dir")
     return read_kv(p, allow_empty_value=False), None
