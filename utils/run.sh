@@ -44,27 +44,9 @@ Accepted for compatibility with utils/slurm.sh and ignored:
   --mem SIZE  --gpu N  --time T  --partition P  --account A  --sbatch-args ARGS
 EOF
 }
-die() {
-  printf '%s: %s\n' "$me" "$*" >&2
-  exit 1
-}
-bad_usage() {
-  printf '%s: %s\n\n' "$me" "$*" >&2
-  usage >&2
-  exit 1
-}
+# shellcheck source=utils/lib/jobs.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib/jobs.sh"
 nproc_default() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1; }
-
-# subst_word STRING NAME VALUE: STRING with each NAME that stands as a word
-# (no letter, digit or '_' right before or after it) replaced by VALUE.
-subst_word() {
-  local s=$1 re="^(.*[^A-Za-z0-9_]|)$2([^A-Za-z0-9_].*|)$"
-  # The greedy prefix matches the last occurrence; repeat until none is left.
-  while [[ $s =~ $re ]]; do
-    s=${BASH_REMATCH[1]}$3${BASH_REMATCH[2]}
-  done
-  printf '%s' "$s"
-}
 
 # shell_word ARG: ARG as a word of the job's shell command (see header).
 shell_word() {
@@ -93,17 +75,6 @@ run_job() {
   return "$rc"
 }
 
-# job_status LOG: the exit code recorded in LOG's last line, or "none".
-job_status() {
-  local last
-  last=$(tail -n 1 "$1" 2>/dev/null || true)
-  if [[ $last =~ ^\#\ Ended\ \(code\ ([0-9]+)\) ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"
-  else
-    printf 'none'
-  fi
-}
-
 # --- options -----------------------------------------------------------------
 max_jobs_run=$(nproc_default)
 num_threads=1
@@ -130,21 +101,8 @@ while [ $# -gt 0 ]; do
 done
 
 # --- JOB=A:B, LOGFILE, CMD ---------------------------------------------------
-job_var=""
-first=1
-last=1
-if [[ ${1:-} =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+):([0-9]+)$ ]]; then
-  job_var=${BASH_REMATCH[1]}
-  first=$((10#${BASH_REMATCH[2]}))
-  last=$((10#${BASH_REMATCH[3]}))
-  [ "$first" -le "$last" ] || bad_usage "empty job range $1"
-  shift
-elif [[ ${1:-} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
-  bad_usage "bad job range '$1' (expected e.g. JOB=1:4)"
-fi
-[ $# -ge 2 ] || bad_usage "expected LOGFILE and CMD"
-log_pattern=$1
-shift
+parse_job_range "$@"
+shift "$job_args"
 
 if [ $# -eq 1 ]; then
   cmd_pattern=$1

@@ -40,24 +40,8 @@ Options (sbatch option in brackets):
   --sbatch-args ARGS  further sbatch options, split on blanks, e.g. "--qos=high"
 EOF
 }
-die() {
-  printf '%s: %s\n' "$me" "$*" >&2
-  exit 1
-}
-bad_usage() {
-  printf '%s: %s\n\n' "$me" "$*" >&2
-  usage >&2
-  exit 1
-}
-
-# subst_word STRING NAME VALUE: as in utils/run.sh.
-subst_word() {
-  local s=$1 re="^(.*[^A-Za-z0-9_]|)$2([^A-Za-z0-9_].*|)$"
-  while [[ $s =~ $re ]]; do
-    s=${BASH_REMATCH[1]}$3${BASH_REMATCH[2]}
-  done
-  printf '%s' "$s"
-}
+# shellcheck source=utils/lib/jobs.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib/jobs.sh"
 
 # quote ARG: ARG quoted for a shell script (left bare when that is safe).
 quote() {
@@ -66,17 +50,6 @@ quote() {
     printf '%s' "$1"
   else
     printf "'%s'" "${1//\'/$q}"
-  fi
-}
-
-# job_status LOG: the exit code recorded in LOG's last line, or "none".
-job_status() {
-  local last
-  last=$(tail -n 1 "$1" 2>/dev/null || true)
-  if [[ $last =~ ^\#\ Ended\ \(code\ ([0-9]+)\) ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"
-  else
-    printf 'none'
   fi
 }
 
@@ -118,21 +91,8 @@ while [ $# -gt 0 ]; do
 done
 
 # --- JOB=A:B, LOGFILE, CMD ---------------------------------------------------
-job_var=""
-first=1
-last=1
-if [[ ${1:-} =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+):([0-9]+)$ ]]; then
-  job_var=${BASH_REMATCH[1]}
-  first=$((10#${BASH_REMATCH[2]}))
-  last=$((10#${BASH_REMATCH[3]}))
-  [ "$first" -le "$last" ] || bad_usage "empty job range $1"
-  shift
-elif [[ ${1:-} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
-  bad_usage "bad job range '$1' (expected e.g. JOB=1:4)"
-fi
-[ $# -ge 2 ] || bad_usage "expected LOGFILE and CMD"
-log_pattern=$1
-shift
+parse_job_range "$@"
+shift "$job_args"
 
 if [ -n "$job_var" ] && [ "$first" -ne "$last" ] &&
   [ "$(subst_word "$log_pattern" "$job_var" 1)" = "$log_pattern" ]; then
