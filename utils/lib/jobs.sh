@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154  # sets variables for, and uses $me of, the sourcing script
 # utils/lib/jobs.sh -- helpers shared by the job runners utils/run.sh and utils/slurm.sh
 # (sourced; expects $me and a usage function from the sourcing script).
 
