@@ -1,0 +1,1 @@
+"""Losses and masking shared by the self-supervised and joint speech–text models."""
