@@ -1,7 +1,9 @@
-"""``stk corpus``: build corpora from offline sources.
+"""``stk corpus``: build corpora from offline sources, or prepare downloaded ones.
 
 ``stk corpus mini --out data/mini --size small`` builds the mini corpus (real Asterisk prompts,
 espeak-ng Wesnoth sentences, Wesnoth text) from Debian packages; see ``egs/mini/README.md``.
+``stk corpus covost2`` and ``stk corpus voxpopuli`` turn a downloaded CoVoST 2 / VoxPopuli tree
+into Kaldi data dirs (``stk.corpora.covost2``, ``stk.corpora.voxpopuli``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import logging
 import os
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
@@ -102,8 +104,117 @@ def _print_summary(rows: list, title: str) -> None:
     Console(file=sys.stdout).print(table)
 
 
+def _split_list(value: str, what: str) -> list[str]:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise typer.BadParameter(f"no {what} given")
+    return items
+
+
+def _setup_logging(verbose: bool):
+    """Log to stderr through rich unless logging is already set up; return (console, handler)."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    err = Console(stderr=True)
+    root = logging.getLogger()
+    handler = None if root.handlers else RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
+    if handler is not None:
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return err, handler
+
+
+@contextmanager
+def _progress_bars(err) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A ``progress(description, total) -> advance(n)`` callback drawing rich progress bars on ``err``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=False) as progress:
+
+        def track(description: str, total: int) -> Callable[[int], None]:
+            if total == 0:
+                return lambda n: None
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield track
+
+
+def covost2(
+    corpus_dir: Path = typer.Option(
+        ..., "--corpus-dir", help="Common Voice root: <dir>/<lang>/clips/*.mp3 and <dir>/<lang>/validated.tsv."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output dir: OUT/<split> Kaldi data dirs and OUT/wav/<lang>/ (16 kHz wavs)."),
+    src_langs: str = typer.Option(..., "--src-langs", help="Comma-separated source languages (Common Voice codes: fr,de,zh-CN…)."),
+    tgt_lang: str = typer.Option("en", "--tgt-lang", help="Translation language (written to text.<tgt-lang>)."),
+    tsv_dir: Optional[Path] = typer.Option(
+        None, "--tsv-dir", help="Dir with covost_v2.<src>_<tgt>.tsv or its per-split files (default: --corpus-dir)."
+    ),
+    splits: str = typer.Option("train,dev,test", "--splits", help="Comma-separated splits (train,dev,test)."),
+    convert: bool = typer.Option(
+        True, "--convert/--no-convert", help="Write 16 kHz wavs (default), or list the 48 kHz mp3 clips in wav.scp."
+    ),
+    nj: int = typer.Option(min(2, os.cpu_count() or 1), "--nj", min=1, help="Parallel mp3 conversion jobs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (lists every skipped row)."),
+) -> None:
+    """CoVoST 2 speech translation (X -> en) from Common Voice clips and the CoVoST 2 TSVs."""
+    from stk.corpora.covost2 import prepare_covost2
+
+    src = _split_list(src_langs, "source language")
+    split_list = _split_list(splits, "split")
+    err, handler = _setup_logging(verbose)
+    t0 = time.time()
+    try:
+        with _progress_bars(err) as track:
+            rows = prepare_covost2(corpus_dir, out, src_langs=src, tgt_lang=tgt_lang, splits=split_list,
+                                   tsv_dir=tsv_dir, convert=convert, nj=nj, progress=track)
+    except (ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+    _print_summary(rows, f"CoVoST 2 {','.join(src)}->{tgt_lang} in {out}: {time.time() - t0:.1f} s")
+
+
+def voxpopuli(
+    corpus_dir: Path = typer.Option(
+        ..., "--corpus-dir", help="VoxPopuli root (get_asr_data's --root): <dir>/transcribed_data/<lang>/asr_<split>.tsv."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output dir: OUT/<split> Kaldi data dirs (wav.scp lists the .ogg files)."),
+    langs: str = typer.Option(..., "--langs", help="Comma-separated ASR languages (en,de,fr,es,pl,it,… or en_accented)."),
+    splits: str = typer.Option("train,dev,test", "--splits", help="Comma-separated splits (train,dev,test)."),
+    raw_text: bool = typer.Option(False, "--raw-text", help="Use raw_text (cased, punctuated) instead of normalized_text."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (lists every skipped row)."),
+) -> None:
+    """VoxPopuli transcribed (ASR) data, as laid out by voxpopuli.get_asr_data."""
+    from stk.corpora.voxpopuli import prepare_voxpopuli
+
+    lang_list = _split_list(langs, "language")
+    split_list = _split_list(splits, "split")
+    err, handler = _setup_logging(verbose)
+    t0 = time.time()
+    try:
+        rows = prepare_voxpopuli(corpus_dir, out, langs=lang_list, splits=split_list,
+                                 text_field="raw_text" if raw_text else "normalized_text")
+    except (ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+    _print_summary(rows, f"VoxPopuli {','.join(lang_list)} in {out}: {time.time() - t0:.1f} s")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``corpus`` command group (``stk corpus mini``) to ``app``."""
-    corpus_app = typer.Typer(help="Build corpora from offline sources (Debian packages).", no_args_is_help=True)
+    """Add the ``corpus`` command group (``stk corpus mini|covost2|voxpopuli``) to ``app``."""
+    corpus_app = typer.Typer(
+        help="Build corpora from offline sources (Debian packages) or prepare downloaded ones (CoVoST 2, VoxPopuli).",
+        no_args_is_help=True,
+    )
     corpus_app.command("mini")(mini)
+    corpus_app.command("covost2")(covost2)
+    corpus_app.command("voxpopuli")(voxpopuli)
     app.add_typer(corpus_app, name="corpus")
