@@ -1,7 +1,9 @@
-"""Batch decoding of a ``wav.scp`` (or data dir) with a packaged model."""
+"""Batch decoding of a ``wav.scp`` (or data dir) with a packaged model, or of a ``text`` file
+through a joint speech–text encoder's text input; utterance classification (``classify``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +19,8 @@ from stk.tokenizer import BLANK, SOS_EOS
 
 log = logging.getLogger("stk.decode")
 
+TEXT_MAXLEN_RATIO = 2.0  # text input: hypotheses up to 2x the encoded text length unless maxlen_ratio is set
+
 
 def read_scp_input(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, float, float]] | None]:
     """``wav.scp`` (a file) or a data dir (its ``wav.scp`` and optional ``segments``)."""
@@ -31,21 +35,26 @@ def read_scp_input(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[st
     return read_kv(p, allow_empty_value=False), None
 
 
-def decode_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor, opts: DecodeOptions) -> list[list[int]]:
-    """Token ids of the best hypothesis per utterance. ``feats`` (B, T, F)."""
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: DecodeOptions) -> list[list[int]]:
+    """Token ids of the best hypothesis per utterance from encoder output ``enc`` (B, T', D)."""
     from stk.decode.beam_search import batch_beam_search
     from stk.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 
     model = lm.model
+    if hasattr(model, "classify"):
+        raise ValueError(f"this model is an utterance classifier; use --method classify, not {opts.method}")
     with torch.inference_mode():
-        enc, enc_lens = model.encode(feats, lens)
         if opts.method in ("ctc_greedy", "ctc_beam"):
             lp = model.ctc_log_probs(enc)
             if opts.method == "ctc_greedy":
                 return ctc_greedy(lp, enc_lens, blank=BLANK)
             return ctc_prefix_beam_search(lp, enc_lens, beam_size=opts.beam_size, blank=BLANK)
         if opts.method == "attention":
-            if model.decoder is None:
+            if getattr(model, "decoder", None) is None:
                 raise ValueError("this model has no attention decoder; use --method ctc_greedy or ctc_beam")
             ctc_lp = model.ctc_log_probs(enc) if (model.ctc is not None and opts.ctc_weight > 0) else None
             hyps = batch_beam_search(
@@ -64,6 +73,39 @@ def decode_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor, opts:
                 return rnnt_greedy(head, enc, enc_lens)
             return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size)
     raise ValueError(f"unknown decoding method {opts.method!r}")
+
+
+def decode_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor, opts: DecodeOptions) -> list[list[int]]:
+    """Token ids of the best hypothesis per utterance. ``feats`` (B, T, F)."""
+    dev = _device(lm.model)
+    with torch.inference_mode():
+        enc, enc_lens = lm.model.encode(feats.to(dev), lens.to(dev))
+    return search(lm, enc, enc_lens, opts)
+
+
+def classify_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor) -> list[str]:
+    """Label strings (from the package's ``label_vocab``) predicted by a classifier. ``feats`` (B, T, F)."""
+    model = lm.model
+    if not hasattr(model, "classify"):
+        raise ValueError("this model has no classifier head; --method classify needs a `classifier` model")
+    names = lm.meta.label_vocab.get(model.label)
+    if not names:
+        raise ValueError(f"{lm.path}/model.yaml has no label_vocab.{model.label}: re-package it with `stk package`")
+    dev = _device(model)
+    with torch.inference_mode():
+        ids = model.classify(feats.to(dev), lens.to(dev))
+    return [names[i] for i in ids.tolist()]
+
+
+def group_by_length(lengths: dict[str, int], budget: int) -> list[list[str]]:
+    """Ids, longest first, grouped so that ``longest length x batch size <= budget`` (at least one per group)."""
+    batches: list[list[str]] = []
+    for u in sorted(lengths, key=lambda u: -lengths[u]):
+        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= budget:
+            batches[-1].append(u)
+        else:
+            batches.append([u])
+    return batches
 
 
 def _num_samples(wav_scp: dict[str, str], segments, utt: str, allow_pipes: bool, rate: int) -> int:
@@ -88,14 +130,7 @@ def iter_batches(
         frames = {u: lm.meta.fbank.num_frames(_num_samples(wav_scp, segments, u, allow_pipes, rate)) for u in utts}
     except AudioError as e:
         raise DataDirError(str(e)) from None
-    order = sorted(utts, key=lambda u: -frames[u])
-    batches: list[list[str]] = []
-    for u in order:
-        if batches and frames[batches[-1][0]] * (len(batches[-1]) + 1) <= batch_frames:
-            batches[-1].append(u)
-        else:
-            batches.append([u])
-    for batch in batches:
+    for batch in group_by_length(frames, batch_frames):
         feats = []
         for u in batch:
             wav, r = load_segment(wav_scp, u, segments, allow_pipes=allow_pipes)
@@ -115,7 +150,8 @@ def decode_scp(
     lm: LoadedModel, source: str | Path, opts: DecodeOptions, *, batch_frames: int = 20000,
     allow_pipes: bool = False, progress: bool = True,
 ) -> dict[str, str]:
-    """Decode every utterance of a ``wav.scp`` or data dir; returns ``{utt: text}``."""
+    """Decode every utterance of a ``wav.scp`` or data dir; returns ``{utt: text}`` (``{utt: label}``
+    with ``opts.method == "classify"``)."""
     from rich.progress import Progress
 
     wav_scp, segments = read_scp_input(source)
@@ -124,7 +160,49 @@ def decode_scp(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("decoding", total=n)
         for utts, feats, lens in iter_batches(lm, wav_scp, segments, batch_frames=batch_frames, allow_pipes=allow_pipes):
-            for u, ids in zip(utts, decode_batch(lm, feats, lens, opts)):
-                out[u] = lm.tokenizer.decode(ids)
+            if opts.method == "classify":
+                hyps = classify_batch(lm, feats, lens)
+            else:
+                hyps = [lm.tokenizer.decode(ids) for ids in decode_batch(lm, feats, lens, opts)]
+            out.update(zip(utts, hyps))
+            bar.advance(task, len(utts))
+    return out
+
+
+def decode_text(
+    lm: LoadedModel, text_file: str | Path, opts: DecodeOptions, *, batch_tokens: int = 20000, progress: bool = True,
+) -> dict[str, str]:
+    """Decode a Kaldi ``text`` file (``utt-id sentence``) fed through the encoder's text input.
+
+    Zero-shot cross-modal transfer: each sentence is tokenized with the package tokenizer, encoded
+    by ``model.encode_text`` and searched by the same attention beam search as speech, without
+    CTC (the CTC head was trained on speech frames). Hypotheses are at most ``opts.maxlen_ratio``
+    (default :data:`TEXT_MAXLEN_RATIO`) times the encoded length. Returns ``{utt: text}``.
+    """
+    from rich.progress import Progress
+
+    if opts.method != "attention":
+        raise ValueError(f"text input is decoded with --method attention only, not {opts.method}")
+    if opts.ctc_weight > 0:
+        log.info("text input: CTC weight %g -> 0 (attention decoder only)", opts.ctc_weight)
+        opts = dataclasses.replace(opts, ctc_weight=0.0)
+    if opts.maxlen_ratio <= 0:  # by default the search stops at T' tokens: too short for text encodings
+        opts = dataclasses.replace(opts, maxlen_ratio=TEXT_MAXLEN_RATIO)
+    texts = read_kv(text_file)
+    if not texts:
+        raise DataDirError(f"{text_file}: no lines to decode")
+    ids = {u: lm.tokenizer.encode(t) if t.strip() else [] for u, t in texts.items()}
+    out = {u: "" for u, x in ids.items() if not x}
+    if out:
+        log.warning("%s: %d empty sentence(s) give empty hypotheses: %s", text_file, len(out), ", ".join(list(out)[:5]))
+    dev = _device(lm.model)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("decoding text", total=len(ids))
+        for utts in group_by_length({u: len(x) for u, x in ids.items() if x}, batch_tokens):
+            seqs = pad_list([torch.tensor(ids[u], dtype=torch.long) for u in utts], BLANK)
+            lens = torch.tensor([len(ids[u]) for u in utts])
+            with torch.inference_mode():
+                enc, enc_lens = lm.model.encode_text(seqs.to(dev), lens.to(dev))
+            out.update(zip(utts, (lm.tokenizer.decode(h) for h in search(lm, enc, enc_lens, opts))))
             bar.advance(task, len(utts))
     return out

@@ -33,7 +33,7 @@ from stk.utils import atomic_write_text
 class DecodeOptions:
     """Default decoding options stored with a package (overridable on the command line)."""
 
-    method: str = "attention"  # attention | ctc_greedy | ctc_beam | rnnt_greedy | rnnt_beam
+    method: str = "attention"  # attention | ctc_greedy | ctc_beam | rnnt_greedy | rnnt_beam | classify
     beam_size: int = 10
     ctc_weight: float = 0.3
     length_penalty: float = 0.0
@@ -42,6 +42,9 @@ class DecodeOptions:
 
 @dataclasses.dataclass
 class PackageMeta:
+    """``model.yaml``. ``num_labels``/``label_vocab`` (from the experiment's ``data.label_vocab``)
+    let a classifier be rebuilt and its label ids written as strings."""
+
     model: ComponentSpec
     vocab_size: int
     fbank: FbankConfig = dataclasses.field(default_factory=FbankConfig)

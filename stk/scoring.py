@@ -1,14 +1,18 @@
-"""Scoring: WER/CER with jiwer, BLEU/chrF with sacrebleu, on Kaldi ``utt-id text`` files."""
+"""Scoring: WER/CER with jiwer, BLEU/chrF with sacrebleu, on Kaldi ``utt-id text`` files; accuracy
+of utterance labels (``utt2intent``, ``utt2lang``: ``utt-id label``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import string
 import unicodedata
 from pathlib import Path
 
 from stk.data.kaldi import read_kv
+
+log = logging.getLogger("stk.scoring")
 
 _PUNCT = re.compile(rf"[{re.escape(string.punctuation)}¡¿«»“”„‘’…–—]")
 
@@ -75,22 +79,53 @@ def translation_scores(refs: list[str], hyps: list[str]) -> dict[str, object]:
     }
 
 
+def _check_labels(ref_file: str | Path, hyp_file: str | Path, utts: list[str], refs: list[str],
+                  hyps: list[str]) -> list[str]:
+    """One label per line in both files, and a hypothesis label set that overlaps the references';
+    returns the hypothesis labels that never occur in the references."""
+    for name, values in ((ref_file, refs), (hyp_file, hyps)):
+        for u, v in zip(utts, values):
+            if len(v.split()) != 1:
+                raise ValueError(f"{name}: utterance {u!r} has {v!r}, not one label; --metric acc scores "
+                                 "`utt-id label` files (utt2intent, utt2lang, `stk decode --method classify`)")
+    ref_set, hyp_set = set(refs), set(hyps)
+    unknown = sorted(hyp_set - ref_set)
+    if not hyp_set & ref_set:
+        raise ValueError(f"no label of {hyp_file} occurs in {ref_file} (e.g. {unknown[0]!r} vs {refs[0]!r}): "
+                         "do the files hold the same kind of label?")
+    if unknown:
+        log.warning("%s: %d label(s) never occur in %s: %s", hyp_file, len(unknown), ref_file, ", ".join(unknown[:5]))
+    return unknown
+
+
+def accuracy(refs: list[str], hyps: list[str]) -> dict[str, float]:
+    """Label accuracy in percent, with the count of correct and scored utterances."""
+    if not refs:
+        raise ValueError("no utterances to score")
+    correct = sum(r.strip() == h.strip() for r, h in zip(refs, hyps))
+    return {"acc": 100.0 * correct / len(refs), "correct": correct, "sents": len(refs)}
+
+
 def score_files(
     ref_file: str | Path, hyp_file: str | Path, metric: str, norm: Normalizer | None = None,
     utt2lang: str | Path | None = None,
 ) -> dict:
-    """Score a hypothesis file against a reference file, both ``utt-id text``; ``metric`` is ``wer`` or ``bleu``.
+    """Score a hypothesis file against a reference file, both ``utt-id text`` (``utt-id label`` for
+    ``acc``); ``metric`` is ``wer``, ``bleu`` or ``acc``.
 
-    With ``utt2lang`` the result also has ``by_lang``: the same scores per language.
+    With ``utt2lang`` the result also has ``by_lang``: the same scores per language. ``acc`` results
+    list hypothesis labels absent from the references under ``unknown_hyp_labels``.
     """
-    if metric not in ("wer", "bleu"):
-        raise ValueError(f"metric must be wer or bleu, got {metric!r}")
-
-    def one(refs: list[str], hyps: list[str]) -> dict:
-        return error_rates(refs, hyps, norm) if metric == "wer" else translation_scores(refs, hyps)
+    scorers = {"wer": lambda r, h: error_rates(r, h, norm), "bleu": translation_scores, "acc": accuracy}
+    if metric not in scorers:
+        raise ValueError(f"metric must be wer, bleu or acc, got {metric!r}")
+    one = scorers[metric]
 
     utts, refs, hyps = _paired(ref_file, hyp_file)
+    unknown = _check_labels(ref_file, hyp_file, utts, refs, hyps) if metric == "acc" else None
     res = one(refs, hyps)
+    if unknown:
+        res["unknown_hyp_labels"] = unknown
     if utt2lang is not None:
         langs = read_kv(utt2lang)
         res["by_lang"] = {}
@@ -105,6 +140,9 @@ def results_table(rows: list[tuple[str, dict]], metric: str) -> str:
     if metric == "wer":
         head = "| test set | lang | sents | WER % | CER % |\n|---|---|---:|---:|---:|\n"
         fmt = lambda name, lang, r: f"| {name} | {lang} | {r['sents']} | {r['wer']:.1f} | {r['cer']:.1f} |\n"
+    elif metric == "acc":
+        head = "| test set | lang | sents | correct | Acc % |\n|---|---|---:|---:|---:|\n"
+        fmt = lambda name, lang, r: f"| {name} | {lang} | {r['sents']} | {r['correct']} | {r['acc']:.1f} |\n"
     else:
         head = "| test set | lang | sents | BLEU | chrF |\n|---|---|---:|---:|---:|\n"
         fmt = lambda name, lang, r: f"| {name} | {lang} | {r['sents']} | {r['bleu']:.1f} | {r['chrf']:.1f} |\n"

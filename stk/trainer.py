@@ -184,7 +184,7 @@ class Trainer:
         self.data, self.valid_data, self.valid_stream = train_data, valid_data, valid_stream or train_data.primary
         seed_everything(config.seed + self.rank)
         self.model = model.to(device)
-        self.optimizer = build_optimizer(self.model.parameters(), optim)
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], optim)
         total = total_steps or config.max_steps or None
         if optim.scheduler == "cosine" and not total:
             raise ValueError("cosine scheduler needs total_steps (or trainer.max_steps)")
@@ -463,13 +463,17 @@ def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None 
     """Build samplers, loaders and the stream mixer (DDP-aware), train, return the final metrics.
 
     ``train_streams``: name -> dataset (``lengths``, ``langs``, ``collate``); the first is the
-    primary stream, whose passes are the epochs. ``batch``: name -> :class:`BatchConfig` (or its
-    fields as a dict). ``valid_batch`` defaults to the primary's settings, unshuffled.
+    primary stream, whose passes are the epochs; a stream whose ``batch.ratio`` is 0 is left out.
+    ``batch``: name -> :class:`BatchConfig` (or its fields as a dict). ``valid_batch`` defaults to the primary's settings, unshuffled.
     """
     optim, cfg = _as(OptimConfig, optim), _as(TrainerConfig, trainer)
     bcfg = {k: _as(BatchConfig, v) for k, v in batch.items()}
     if not train_streams or set(bcfg) != set(train_streams):
         raise ValueError(f"batch settings for {sorted(bcfg)} do not match train streams {sorted(train_streams)}")
+    off = [n for n in train_streams if bcfg[n].ratio == 0]
+    train_streams = {n: ds for n, ds in train_streams.items() if n not in off}
+    if not train_streams:
+        raise ValueError("every train stream has batch.ratio 0")
     if not logging.getLogger().handlers:
         setup_logging()
     rank, world, device, owns = init_distributed(cfg.device)
@@ -480,6 +484,8 @@ def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None 
             torch.set_num_threads(cfg.num_threads)
         if rank == 0:
             save_config({"optim": optim, "trainer": cfg, "batch": bcfg}, Path(exp_dir) / "trainer_config.yaml")
+            if off:
+                log.info("streams disabled by batch.ratio 0: %s", ", ".join(off))
         kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
         loaders = {name: make_loader(ds, make_sampler(ds, bcfg[name], seed=cfg.seed + 1009 * i, num_replicas=world,
                                                       rank=rank), seed=cfg.seed + i, **kw)

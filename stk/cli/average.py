@@ -14,8 +14,6 @@ from stk.decode import DecodeMethod as Method
 log = logging.getLogger("stk.package")
 
 
-
-
 def register(app: typer.Typer) -> None:
     app.command()(average)
     app.command()(package)
@@ -46,7 +44,7 @@ def package(
     weights: Annotated[Path, typer.Option(help="Weights (safetensors from `stk average`, or a checkpoint .pt).")],
     out: Annotated[Path, typer.Option(help="Package directory to write.")],
     name: Annotated[str | None, typer.Option(help="Also publish to the model store under this name (for `stk decode --model NAME`).")] = None,
-    method: Annotated[Method, typer.Option(help="Default decoding method.")] = Method.attention,
+    method: Annotated[Method | None, typer.Option(help="Default decoding method (default: classify for a classifier model, else attention).")] = None,
     beam_size: Annotated[int, typer.Option(help="Default beam size.")] = 10,
     ctc_weight: Annotated[float, typer.Option(help="Default CTC weight for attention decoding.")] = 0.3,
     description: Annotated[str, typer.Option(help="Free text stored in model.yaml.")] = "",
@@ -55,6 +53,7 @@ def package(
     from stk.checkpoint import average_checkpoints
     from stk.config import ConfigError, load_config
     from stk.experiment import ExperimentConfig
+    from stk.models import MODELS
     from stk.package import DecodeOptions, PackageMeta, model_store, write_package
     from stk.tokenizer import Tokenizer
 
@@ -62,6 +61,8 @@ def package(
         cfg = load_config(ExperimentConfig, exp_dir / "config.yaml")
         state = average_checkpoints([weights])
         tok = Tokenizer(cfg.data.tokenizer)
+        if method is None:
+            method = Method.classify if hasattr(MODELS.get(cfg.model.name), "classify") else Method.attention
     except (ConfigError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""``stk decode``: transcribe or translate a wav.scp with a packaged model."""
+"""``stk decode``: transcribe, translate or classify a wav.scp with a packaged model (or decode a
+text file through a joint speech–text encoder)."""
 
 from __future__ import annotations
 
@@ -14,44 +15,54 @@ from stk.decode import DecodeMethod as Method
 log = logging.getLogger("stk.decode")
 
 
-
-
 def register(app: typer.Typer) -> None:
     app.command()(decode)
 
 
 def decode(
-    source: Annotated[Path, typer.Argument(help="A Kaldi wav.scp, or a data dir (wav.scp + optional segments).")],
-    model: Annotated[str, typer.Option(help="Package directory, or a name in the model store ($STK_MODEL_STORE, default ~/.cache/stk/models).")],
-    out: Annotated[Path | None, typer.Option(help="Write `utt-id text` lines here (default: stdout).")] = None,
-    method: Annotated[Method | None, typer.Option(help="Search: attention (joint CTC/attention beam), ctc_greedy, ctc_beam, rnnt_greedy, rnnt_beam. Default: the package's.")] = None,
+    source: Annotated[Path | None, typer.Argument(help="A Kaldi wav.scp, or a data dir (wav.scp + optional segments). Not with --text.")] = None,
+    model: Annotated[str, typer.Option(help="Package directory, or a name in the model store ($STK_MODEL_STORE, default ~/.cache/stk/models).")] = ...,
+    text: Annotated[Path | None, typer.Option(help="Decode a Kaldi text file (`utt-id sentence`) instead of audio: each sentence goes through the encoder's text input (joint speech-text encoders, e.g. mSLAM) and the attention decoder, without CTC.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write `utt-id text` lines (`utt-id label` with classify) here (default: stdout).")] = None,
+    method: Annotated[Method | None, typer.Option(help="Search: attention (joint CTC/attention beam), ctc_greedy, ctc_beam, rnnt_greedy, rnnt_beam; classify for utterance classifiers. Default: the package's.")] = None,
     beam_size: Annotated[int | None, typer.Option(help="Beam size.")] = None,
-    ctc_weight: Annotated[float | None, typer.Option(help="CTC weight in joint attention decoding.")] = None,
+    ctc_weight: Annotated[float | None, typer.Option(help="CTC weight in joint attention decoding (0 with --text).")] = None,
     length_penalty: Annotated[float | None, typer.Option(help="Length bonus per token (attention search).")] = None,
-    batch_frames: Annotated[int, typer.Option(help="Padded feature frames per batch.")] = 20000,
+    maxlen_ratio: Annotated[float | None, typer.Option(help="Attention search: at most RATIO x encoder length tokens (0: the encoder length; with --text 0 means 2.0).")] = None,
+    batch_frames: Annotated[int, typer.Option(help="Padded feature frames per batch (padded tokens with --text).")] = 20000,
     allow_pipes: Annotated[bool, typer.Option(help="Run wav.scp pipe commands (`cmd |`). Off by default: they execute shell commands.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Decode every utterance of SOURCE and write `utt-id text` lines, in sorted id order.
+    """Decode every utterance of SOURCE (or every sentence of --text FILE) and write `utt-id text`
+    lines, in sorted id order. With --method classify a classifier writes `utt-id label`.
 
     Examples:\n
       stk decode --model maestro data/test/wav.scp\n
-      stk decode --model exp/asr/package data/test --method ctc_greedy --out hyp.txt
+      stk decode --model exp/asr/package data/test --method ctc_greedy --out hyp.txt\n
+      stk decode --model exp/slu/package data/test --method classify --out hyp.intent\n
+      stk decode --model exp/st/package --text data/test/text --out hyp.en   (zero-shot text input)
     """
     from stk.config import ConfigError
     from stk.data.audio import AudioError
     from stk.data.kaldi import DataDirError, write_kv
-    from stk.inference import decode_scp
+    from stk.inference import decode_scp, decode_text
     from stk.package import load_package, override_decode
     from stk.utils import set_threads
 
+    if (source is None) == (text is None):
+        typer.echo("error: give either SOURCE (a wav.scp or data dir) or --text FILE (a Kaldi text file), "
+                   + ("not both" if source is not None else "none was given"), err=True)
+        raise typer.Exit(1)
     set_threads()
     try:
         lm = load_package(model, device=device)
         opts = override_decode(lm.meta.decode, method=method.value if method else None, beam_size=beam_size,
-                               ctc_weight=ctc_weight, length_penalty=length_penalty)
-        hyps = decode_scp(lm, source, opts, batch_frames=batch_frames, allow_pipes=allow_pipes,
-                          progress=sys.stderr.isatty())
+                               ctc_weight=ctc_weight, length_penalty=length_penalty, maxlen_ratio=maxlen_ratio)
+        if text is not None:
+            hyps = decode_text(lm, text, opts, batch_tokens=batch_frames, progress=sys.stderr.isatty())
+        else:
+            hyps = decode_scp(lm, source, opts, batch_frames=batch_frames, allow_pipes=allow_pipes,
+                              progress=sys.stderr.isatty())
     except (ConfigError, DataDirError, AudioError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""``stk score``: WER/CER (jiwer) or BLEU/chrF (sacrebleu) of a hypothesis file."""
+"""``stk score``: WER/CER (jiwer), BLEU/chrF (sacrebleu) or label accuracy of a hypothesis file."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 class Metric(str, enum.Enum):
     wer = "wer"
     bleu = "bleu"
+    acc = "acc"
 
 
 def register(app: typer.Typer) -> None:
@@ -21,16 +22,21 @@ def register(app: typer.Typer) -> None:
 
 
 def score(
-    ref: Annotated[Path, typer.Argument(help="Reference file (utt-id text), e.g. data/test/text.")],
-    hyp: Annotated[Path, typer.Argument(help="Hypothesis file (utt-id text) from `stk decode`.")],
-    metric: Annotated[Metric, typer.Option(help="wer (WER and CER) or bleu (BLEU and chrF).")] = Metric.wer,
+    ref: Annotated[Path, typer.Argument(help="Reference file (utt-id text), e.g. data/test/text; for acc `utt-id label`, e.g. data/test/utt2intent.")],
+    hyp: Annotated[Path, typer.Argument(help="Hypothesis file (utt-id text) from `stk decode` (`--method classify` for acc).")],
+    metric: Annotated[Metric, typer.Option(help="wer (WER and CER), bleu (BLEU and chrF) or acc (label accuracy: intent, language ID).")] = Metric.wer,
     keep_case: Annotated[bool, typer.Option(help="WER: do not lowercase.")] = False,
     keep_punct: Annotated[bool, typer.Option(help="WER: do not strip punctuation.")] = False,
     strip_accents: Annotated[bool, typer.Option(help="WER: remove diacritics.")] = False,
     utt2lang: Annotated[Path | None, typer.Option(help="utt2lang file: also score each language.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON.")] = None,
 ) -> None:
-    """Score hypotheses against references; prints one line (and the sacrebleu signature)."""
+    """Score hypotheses against references; prints one line (and the sacrebleu signature).
+
+    Examples:\n
+      stk score data/test/text exp/asr/decode_test/hyp --utt2lang data/test/utt2lang\n
+      stk score --metric acc data/test/utt2intent exp/slu/decode_test/hyp --json exp/slu/decode_test/score.json
+    """
     from stk.scoring import Normalizer, score_files
 
     try:
@@ -41,12 +47,18 @@ def score(
     if metric is Metric.wer:
         typer.echo(f"WER {res['wer']:.2f} CER {res['cer']:.2f} ({res['sents']} sents, {res['words']} words; "
                    f"sub {res['sub']} del {res['del']} ins {res['ins']})")
+    elif metric is Metric.acc:
+        typer.echo(f"ACC {res['acc']:.2f} ({res['correct']}/{res['sents']} correct)")
+        if res.get("unknown_hyp_labels"):
+            typer.echo(f"  hypothesis labels not in the references: {', '.join(res['unknown_hyp_labels'])}")
     else:
         typer.echo(f"BLEU {res['bleu']:.2f} chrF {res['chrf']:.2f} ({res['sents']} sents)")
         typer.echo(f"  {res['bleu_signature']}\n  {res['chrf_signature']}")
     for lang, r in res.get("by_lang", {}).items():
         if metric is Metric.wer:
             typer.echo(f"  {lang}: WER {r['wer']:.2f} CER {r['cer']:.2f} ({r['sents']} sents)")
+        elif metric is Metric.acc:
+            typer.echo(f"  {lang}: ACC {r['acc']:.2f} ({r['correct']}/{r['sents']} correct)")
         else:
             typer.echo(f"  {lang}: BLEU {r['bleu']:.2f} chrF {r['chrf']:.2f} ({r['sents']} sents)")
     if json_out is not None:

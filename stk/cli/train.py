@@ -24,6 +24,10 @@ def train(
 ) -> None:
     """Train a model. Resumes from EXP_DIR/checkpoints if present.
 
+    Fine-tuning: the config's `init` list loads pre-trained weights (a checkpoint .pt or
+    .safetensors, with src/dst prefix renaming and exclude prefixes) into a fresh model; it is
+    skipped when the run resumes. `freeze` lists parameter-name prefixes that are not trained.
+
     Single process:  stk train --config conf/train.yaml --exp-dir exp/asr\n
     Distributed:     torchrun --nproc_per_node 2 -m stk.cli train --config ... --exp-dir ...
     (DistributedDataParallel: gloo on CPU, NCCL on GPU; the batch budget is per rank.)
@@ -34,7 +38,9 @@ def train(
 
     from stk.config import ConfigError, load_config, save_config, to_dict
     from stk.data.kaldi import DataDirError
-    from stk.experiment import ExperimentConfig, build_dataset, build_model
+    from stk.checkpoint import latest_checkpoint
+    from stk.experiment import (ExperimentConfig, build_dataset, build_model, freeze_parameters,
+                                init_from_pretrained)
     from stk.features.fbank import GlobalCMVN
     from stk.tokenizer import Tokenizer
     from stk.trainer import train as run_training
@@ -59,6 +65,12 @@ def train(
         num_labels = {k: len(v) for k, v in cfg.data.label_vocab.items()}
         model = build_model(cfg.model, vocab_size=tok.vocab_size, input_dim=cfg.data.fbank.num_mel_bins,
                             num_labels=num_labels or None)
+        if cfg.init:
+            if cfg.trainer.resume and latest_checkpoint(exp_dir / "checkpoints") is not None:
+                log.info("resuming from %s: init from pre-trained weights skipped", exp_dir / "checkpoints")
+            else:
+                init_from_pretrained(model, cfg.init)
+        freeze_parameters(model, cfg.freeze)
         min_frames = model.min_input_length() if hasattr(model, "min_input_length") else 1
         streams = {n: build_dataset(s, cfg.data, tok, cmvn, min_frames) for n, s in cfg.data.train.items()}
         valid = build_dataset(cfg.data.valid, cfg.data, tok, cmvn, min_frames) if cfg.data.valid else None
@@ -69,8 +81,9 @@ def train(
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, exp_dir / "config.yaml")
         n_params = sum(p.numel() for p in model.parameters())
-        log.info("model %s: %.2fM parameters; streams %s", cfg.model.name, n_params / 1e6,
-                 {n: len(d) for n, d in streams.items()})
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("model %s: %.2fM parameters (%.2fM trained); streams %s", cfg.model.name, n_params / 1e6,
+                 n_train / 1e6, {n: len(d) for n, d in streams.items()})
     metrics = run_training(
         model, streams, valid, exp_dir=exp_dir, optim=cfg.optim, trainer=cfg.trainer,
         batch={n: s.batch for n, s in cfg.data.train.items()},

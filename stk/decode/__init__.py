@@ -1,4 +1,5 @@
-"""Search algorithms: CTC greedy/prefix beam, joint CTC/attention beam search, RNN-T greedy/beam."""
+"""Search algorithms: CTC greedy/prefix beam, joint CTC/attention beam search, RNN-T greedy/beam
+(and ``classify`` for utterance classifiers)."""
 
 import enum
 
@@ -11,3 +12,4 @@ class DecodeMethod(str, enum.Enum):
     ctc_beam = "ctc_beam"
     rnnt_greedy = "rnnt_greedy"
     rnnt_beam = "rnnt_beam"
+    classify = "classify"

@@ -31,7 +31,8 @@ def _register_builtin() -> None:
     from stk.modules.conformer import ConformerEncoder
 
     ENCODERS.register("conformer")(ConformerEncoder)
-    from stk.models import encdec, transducer  # noqa: F401  (register "encdec", "transducer")
+    from stk.models import classifier, encdec, transducer  # noqa: F401  (register "classifier", "encdec", "transducer")
+    from stk.models import mslam  # noqa: F401  (registers model "mslam" and encoder "mslam")
 
 
 _register_builtin()
