@@ -131,7 +131,7 @@ def test_bad_settings_raise():
         with pytest.raises(ValueError):
             BucketBatchSampler([1, 2, 3], **kw)
     with pytest.raises(ValueError):
-        BatchConfig(max_frames=10, ratio=0)
+        BatchConfig(max_frames=10, ratio=-1)
     with pytest.raises(ValueError, match="langs"):
         make_sampler(ToyDS([1, 2]), BatchConfig(max_frames=10, temperature=2.0))
 

@@ -196,7 +196,7 @@ class BatchConfig:
     """Batching of one data stream.
 
     ``max_frames``/``max_batch_size``: see :class:`BucketBatchSampler`; ``ratio``: the stream's
-    share of steps when mixing streams; ``temperature``: language-temperature resampling
+    share of steps when mixing streams (0 disables the stream); ``temperature``: language-temperature resampling
     (0 = off: every example once per epoch; needs ``dataset.langs`` otherwise).
     """
 
@@ -210,8 +210,8 @@ class BatchConfig:
     def __post_init__(self) -> None:
         if self.max_frames <= 0:
             raise ValueError(f"batch.max_frames must be > 0, got {self.max_frames}")
-        if not self.ratio > 0:
-            raise ValueError(f"batch.ratio must be > 0, got {self.ratio}")
+        if not self.ratio >= 0:
+            raise ValueError(f"batch.ratio must be >= 0 (0 disables the stream), got {self.ratio}")
         if self.temperature < 0:
             raise ValueError(f"batch.temperature must be >= 0, got {self.temperature}")
 
