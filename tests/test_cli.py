@@ -150,3 +150,26 @@ def test_package_loads_only_safetensors(trained):
     assert files == ["cmvn.json", "model.safetensors", "model.yaml", "tokenizer.model"]
     res = runner.invoke(app, ["info", "tiny"])
     assert res.exit_code == 0 and "encdec" in res.output
+
+
+def test_combine_langs_subset_and_table(tmp_path):
+    a = make_data_dir(tmp_path / "a", n=6)
+    (a / "utt2lang").write_text("".join(f"{u} {'fr' if i % 2 else 'de'}\n"
+                                        for i, u in enumerate(sorted(l.split()[0] for l in (a / "text").read_text().splitlines()))))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["data", "combine", str(out), str(a), "--langs", "fr", "--subset", "2", "--normalize-text"])
+    assert res.exit_code == 0, res.output
+    utts = (out / "text").read_text().splitlines()
+    assert len(utts) == 2 and all(t.split()[1] == t.split()[1].lower() for t in utts)
+    langs = dict(l.split() for l in (out / "utt2lang").read_text().splitlines())
+    assert set(langs.values()) == {"fr"} and set(langs) == {t.split()[0] for t in utts}
+    assert runner.invoke(app, ["data", "validate", str(out)]).exit_code == 0
+    # same seed -> same subset
+    runner.invoke(app, ["data", "combine", str(tmp_path / "out2"), str(a), "--langs", "fr", "--subset", "2"])
+    assert sorted((tmp_path / "out2" / "utt2lang").read_text().split()) == sorted((out / "utt2lang").read_text().split())
+    # stk table: rows x columns from score.json files, '–' when missing
+    (tmp_path / "s.json").write_text('{"bleu": 12.345, "by_lang": {"fr": {"bleu": 3.0}}}')
+    res = runner.invoke(app, ["table", f"A|BLEU|bleu|{tmp_path}/s.json", f"A|fr|by_lang.fr.bleu|{tmp_path}/s.json",
+                              f"B|BLEU|bleu|{tmp_path}/missing.json"])
+    assert res.exit_code == 0 and "| A | 12.3 | 3.0 |" in res.output and "| B | – | – |" in res.output
+    assert runner.invoke(app, ["table", "bad-cell"]).exit_code == 1

@@ -177,6 +177,8 @@ def combine(
     in_dirs: Annotated[list[Path], typer.Argument(help="Data dirs to merge (utterance ids must be disjoint).")],
     normalize_text: Annotated[bool, typer.Option(help="Lowercase `text` and strip its punctuation (ASR targets).")] = False,
     langs: Annotated[str | None, typer.Option(help="Keep only utterances of these languages (comma-separated; needs utt2lang).")] = None,
+    subset: Annotated[int | None, typer.Option(help="Keep a random subset of this many utterances (like subset_data_dir.sh; seeded).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --subset.")] = 0,
 ) -> None:
     """Merge data dirs (like Kaldi's combine_data.sh): files present in every input are combined."""
     from stk.data.kaldi import DataDirError, read_kv, write_data_dir
@@ -201,6 +203,14 @@ def combine(
             _fail(DataDirError("--langs needs utt2lang in every input"))
         keep_langs = set(langs.split(","))
         keep = {u for u, lang in merged["utt2lang"].items() if lang in keep_langs}
+        merged = {n: {u: v for u, v in kv.items() if u in keep} for n, kv in merged.items()}
+    if subset is not None:
+        import random
+
+        ids = sorted(next(iter(merged.values()), {}))
+        if subset < 1:
+            _fail(DataDirError(f"--subset must be >= 1, got {subset}"))
+        keep = set(random.Random(seed).sample(ids, min(subset, len(ids))))
         merged = {n: {u: v for u, v in kv.items() if u in keep} for n, kv in merged.items()}
     if normalize_text and "text" in merged:
         norm = Normalizer()
