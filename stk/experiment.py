@@ -39,6 +39,7 @@ class StreamConfig:
     speech: bool = True
     targets: dict[str, str] = dataclasses.field(default_factory=lambda: {"text": "text"})
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    int_seqs: dict[str, str] = dataclasses.field(default_factory=dict)  # batch key -> `utt-id int …` file (durations)
     max_input_frames: int | None = 3000
     batch: BatchConfig = dataclasses.field(default_factory=lambda: BatchConfig(max_frames=20000))
 
@@ -104,7 +105,7 @@ def build_dataset(stream: StreamConfig, data: DataConfig, tokenizer, cmvn, min_f
     return KaldiDataset(
         stream.data_dir, speech=stream.speech, targets=stream.targets, tokenize=tokenizer.encode,
         fbank=data.fbank, cmvn=cmvn, min_frames=min_frames, max_frames=stream.max_input_frames,
-        extra_labels=stream.labels, label_vocab=vocab, allow_pipes=data.allow_pipes,
+        extra_labels=stream.labels, label_vocab=vocab, allow_pipes=data.allow_pipes, int_seqs=stream.int_seqs,
     )
 
 

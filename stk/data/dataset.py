@@ -2,16 +2,21 @@
 
 One class covers all four: :class:`KaldiDataset` loads features when ``speech=True`` and one
 token sequence per entry of ``targets`` (``{"text": "text", "text_en": "text.en"}`` maps a batch
-key to a data-dir file). Policies, logged with the utterance ids:
+key to a data-dir file) and one integer sequence per entry of ``int_seqs`` (``{"durations":
+"durations"}``: ``utt-id int int …`` lines, e.g. ``stk align``'s per-token durations). Policies,
+logged with the utterance ids:
 
 - an utterance too short for the encoder's subsampling (``min_frames``) is skipped and counted;
 - an utterance whose target text is empty is skipped and counted;
+- an utterance without a line in a ``targets`` or ``int_seqs`` file is skipped and counted;
+- a non-integer entry in an ``int_seqs`` file raises :class:`~stk.data.kaldi.DataDirError`;
 - a missing, truncated or unreadable wav raises :class:`~stk.data.audio.AudioError` naming it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +27,7 @@ from stk.data.kaldi import DataDirError, load_data_dir, read_kv
 from stk.features.fbank import FbankConfig, GlobalCMVN, compute_fbank
 
 log = logging.getLogger("stk.data")
+_INT = re.compile(r"[+-]?[0-9]+")
 
 
 class KaldiDataset(torch.utils.data.Dataset):
@@ -38,10 +44,12 @@ class KaldiDataset(torch.utils.data.Dataset):
         extra_labels: batch key -> data-dir file of one label per utterance (``utt2intent``,
             ``utt2lang``), mapped to ints by ``label_vocab[key]``.
         allow_pipes: let ``wav.scp`` pipe commands run.
+        int_seqs: batch key -> data-dir file of ``utt-id int int …`` lines, loaded as they are
+            (no tokenizer), e.g. ``{"durations": "durations"}``.
 
-    ``ds[i]`` is a dict ``{"utt_id", "feats" (T, F)?, <target> LongTensor (U,)…}``;
+    ``ds[i]`` is a dict ``{"utt_id", "feats" (T, F)?, <target> LongTensor (U,)…, <int_seq> LongTensor (N,)…}``;
     :meth:`collate` pads a list of them into ``feats (B, T, F)``, ``feats_lens (B,)``,
-    ``<target> (B, U)`` padded with ``-1`` and ``<target>_lens (B,)``.
+    ``<target> (B, U)`` padded with ``-1`` and ``<target>_lens (B,)`` (the same for each int_seqs key).
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class KaldiDataset(torch.utils.data.Dataset):
         extra_labels: dict[str, str] | None = None,
         label_vocab: dict[str, dict[str, int]] | None = None,
         allow_pipes: bool = False,
+        int_seqs: dict[str, str] | None = None,
     ) -> None:
         self.dir = Path(data_dir)
         d = load_data_dir(self.dir)
@@ -74,6 +83,11 @@ class KaldiDataset(torch.utils.data.Dataset):
         self.feats_scp = read_kv(self.dir / "feats.scp") if speech and (self.dir / "feats.scp").exists() else None
         utts = d.utt_ids if speech else list((d.text or {}).keys())
         texts = {key: self._read(name) for key, name in targets.items()}
+        int_seqs = int_seqs or {}
+        clash = sorted(set(int_seqs) & (set(targets) | set(extra_labels or {}) | {"feats", "utt_id", "length"}))
+        if clash:
+            raise ValueError(f"int_seqs key(s) {', '.join(clash)} clash with targets, labels or reserved keys")
+        seqs = {key: self._read_int_seqs(name) for key, name in int_seqs.items()}
         self.labels = {key: self._read(name) for key, name in (extra_labels or {}).items()}
         self.label_vocab = label_vocab or {}
         langs = d.utt2lang or {}
@@ -98,6 +112,14 @@ class KaldiDataset(torch.utils.data.Dataset):
                     ok = False
                     break
                 item[key] = ids
+            for key, sq in seqs.items():
+                if not ok:
+                    break
+                if utt not in sq:
+                    missing.append(utt)
+                    ok = False
+                    break
+                item[key] = sq[utt]
             if not ok:
                 continue
             for key, lab in self.labels.items():
@@ -107,7 +129,7 @@ class KaldiDataset(torch.utils.data.Dataset):
             self.items.append(item)
         self._report("too short/long for the encoder (frames outside range)", short)
         self._report("with an empty transcript", empty)
-        self._report("without a target line", missing)
+        self._report("without a target (or int_seqs) line", missing)
         if not self.items:
             raise DataDirError(f"{self.dir}: no usable utterances left")
         self.lengths = [it["length"] for it in self.items]
@@ -118,6 +140,17 @@ class KaldiDataset(torch.utils.data.Dataset):
         if not p.exists():
             raise DataDirError(f"{self.dir}: {name} not found")
         return read_kv(p)
+
+    def _read_int_seqs(self, name: str) -> dict[str, list[int]]:
+        """``utt-id int int …`` lines -> ``{utt: [int …]}``; DataDirError naming the file and utterance."""
+        out = {}
+        for utt, v in self._read(name).items():
+            vals = v.split()
+            bad = [x for x in vals if not _INT.fullmatch(x)]
+            if bad:
+                raise DataDirError(f"{self.dir / name}: utterance {utt!r}: {bad[0]!r} is not an integer")
+            out[utt] = [int(x) for x in vals]
+        return out
 
     def _frame_counts(self, utts: list[str]) -> dict[str, int]:
         """Feature frames per utterance from utt2num_frames, utt2dur or the audio headers."""
