@@ -39,9 +39,9 @@ class GumbelQuantizer(nn.Module):
             raise ValueError(f"need 0 < tau_end <= tau_start and 0 < tau_decay <= 1, got {tau_start}, {tau_end}, {tau_decay}")
         self.g, self.v = num_groups, num_entries
         self.logits = nn.Linear(input_dim, num_groups * num_entries)
-        self.codebook = nn.Parameter(torch.empty(num_groups * num_entries, code_dim // num_groups).uniform_())
+        self.codebook = nn.Parameter(torch.randn(num_groups * num_entries, code_dim // num_groups))
         self.proj = nn.Linear(code_dim, output_dim)
-        nn.init.normal_(self.logits.weight, std=input_dim ** -0.5)
+        nn.init.normal_(self.logits.weight, std=3.0 * input_dim ** -0.5)
         nn.init.zeros_(self.logits.bias)
         self.tau_start, self.tau_end, self.tau_decay = tau_start, tau_end, tau_decay
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
