@@ -167,6 +167,10 @@ def test_combine_langs_subset_and_table(tmp_path):
     # same seed -> same subset
     runner.invoke(app, ["data", "combine", str(tmp_path / "out2"), str(a), "--langs", "fr", "--subset", "2"])
     assert sorted((tmp_path / "out2" / "utt2lang").read_text().split()) == sorted((out / "utt2lang").read_text().split())
+    # --exclude: the complement of a subset
+    runner.invoke(app, ["data", "combine", str(tmp_path / "rest"), str(a), "--exclude", str(out)])
+    rest = set((tmp_path / "rest" / "utt2lang").read_text().split()[::2])
+    assert len(rest) == 4 and not rest & set(langs)
     # stk table: rows x columns from score.json files, '–' when missing
     (tmp_path / "s.json").write_text('{"bleu": 12.345, "by_lang": {"fr": {"bleu": 3.0}}}')
     res = runner.invoke(app, ["table", f"A|BLEU|bleu|{tmp_path}/s.json", f"A|fr|by_lang.fr.bleu|{tmp_path}/s.json",

@@ -179,6 +179,7 @@ def combine(
     langs: Annotated[str | None, typer.Option(help="Keep only utterances of these languages (comma-separated; needs utt2lang).")] = None,
     subset: Annotated[int | None, typer.Option(help="Keep a random subset of this many utterances (like subset_data_dir.sh; seeded).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --subset.")] = 0,
+    exclude: Annotated[Path | None, typer.Option(help="Drop the utterances listed in this data dir (e.g. the complement of a --subset).")] = None,
 ) -> None:
     """Merge data dirs (like Kaldi's combine_data.sh): files present in every input are combined."""
     from stk.data.kaldi import DataDirError, read_kv, write_data_dir
@@ -204,6 +205,9 @@ def combine(
         keep_langs = set(langs.split(","))
         keep = {u for u, lang in merged["utt2lang"].items() if lang in keep_langs}
         merged = {n: {u: v for u, v in kv.items() if u in keep} for n, kv in merged.items()}
+    if exclude is not None:
+        gone = set(read_kv(exclude / "utt2spk")) if (exclude / "utt2spk").exists() else set(read_kv(exclude / "text"))
+        merged = {n: {u: v for u, v in kv.items() if u not in gone} for n, kv in merged.items()}
     if subset is not None:
         import random
 

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# MAESTRO on the mini corpus, low-resource split: a share of the paired data stays paired, the
+# rest is used as unpaired speech and unpaired text (+ Wesnoth text). CTC alignment model ->
+# durations -> pre-training (speech-only baseline vs MAESTRO) -> RNN-T ASR and ST fine-tuning ->
+# decoding -> scoring -> RESULTS.md -> `stk package --name maestro` (then `stk decode --model maestro`).
+#   ./run.sh                                                    # everything (small corpus)
+#   ./run.sh --size tiny --train_opts "trainer.max_steps=10"    # the CI smoke run
+set -euo pipefail
+
+stage=0              # Begin configuration section
+stop_stage=100
+size=small           # mini corpus size: tiny | small | full
+corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
+nproc=1
+paired_share=0.2     # share of the paired training utterances kept as paired
+vocab_size=200
+variants="speech-only maestro"
+src_langs=de,es,fr,it,ru
+train_opts=          # extra key=value overrides for every `stk train`
+beam_size=4
+test_sets="synth_test real_test"
+model_name=maestro   # name in the model store ($STK_MODEL_STORE, default ~/.cache/stk/models)
+# End configuration section
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--paired-share F] [--train-opts \"k=v ...\"]"
+
+. ./path.sh
+. ./cmd.sh
+. utils/log.sh
+. utils/parse_options.sh
+
+corpus_dir=${corpus_dir:-../corpus/${size}}
+tok=data/token/bpe
+read -r -a extra <<< "${train_opts}"
+train() {  # train CONFIG EXP_DIR [key=value ...]; skipped when EXP_DIR/.done exists
+  local conf=$1 dir=$2 launcher=(stk); shift 2
+  [ -f "${dir}/.done" ] && { log "${dir} done already"; return; }
+  [ "${nproc}" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "${nproc}" -m stk.cli)
+  ${cuda_cmd} "${dir}/log/train.log" "${launcher[@]}" train --config "${conf}" --exp-dir "${dir}" \
+    data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "$@" "${extra[@]}"
+  stk average "${dir}" --n 1 && touch "${dir}/.done"
+}
+log "$0 $*"
+
+if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
+  log "Stage 0: mini corpus (${size}); low-resource split: ${paired_share} of the paired data stays paired"
+  stk corpus mini --out "${corpus_dir}" --size "${size}"
+  c=${corpus_dir}
+  stk data combine data/paired_all "$c/synth_train" "$c/real_train" --normalize-text
+  n=$(awk -v s="${paired_share}" 'END {printf "%d", NR * s}' data/paired_all/utt2spk)
+  stk data combine data/paired_low data/paired_all --subset "${n}"
+  stk data combine data/rest data/paired_all --exclude data/paired_low
+  stk data combine data/speech_unpaired "$c/speech_only_train" data/rest     # audio only (no text file in both)
+  stk data combine data/text_unpaired "$c/text_only" data/rest --normalize-text  # text only (no wav.scp in both)
+  stk data combine data/dev "$c/synth_dev" "$c/real_dev" --normalize-text --subset 200
+  stk data combine data/st_train "$c/synth_train" "$c/real_train" --normalize-text --langs ${src_langs}
+  stk data combine data/st_dev "$c/synth_dev" "$c/real_dev" --normalize-text --langs ${src_langs} --subset 150
+  for x in ${test_sets}; do
+    stk data combine data/${x} "$c/${x}" --normalize-text
+    stk data combine data/st_${x} "$c/${x}" --normalize-text --langs ${src_langs}
+  done
+fi
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  log "Stage 1: fbank features and global CMVN"
+  for x in speech_unpaired paired_low dev st_train st_dev; do
+    ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
+  done
+  stk data cmvn dump/speech_unpaired --out dump/cmvn.json
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  log "Stage 2: BPE (${vocab_size}) on the paired transcripts and the unpaired text"
+  stk tokenizer train data/paired_low/text data/text_unpaired/text --out ${tok} --vocab-size ${vocab_size} --model-type bpe
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  log "Stage 3: CTC alignment model on the paired data -> token durations"
+  train conf/align.yaml exp/align
+  stk package exp/align --weights exp/align/model.avg1.safetensors --out exp/align/package --method ctc_greedy
+  for x in paired_low dev; do stk align dump/${x} --model exp/align/package; done
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  for v in ${variants}; do
+    log "Stage 4: pre-training ${v}"
+    opts=(model.conf.variant=${v})
+    [ "${v}" = speech-only ] && opts+=(data.train.paired.batch.ratio=0 data.train.text.batch.ratio=0 "data.valid.int_seqs={}")
+    train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
+  done
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  for row in scratch ${variants}; do
+    w=exp/pretrain_${row}/model.avg1.safetensors st_init=() asr_init=()
+    [ "${row}" != scratch ] && st_init=("init=[{path: ${w}, src: encoder., dst: encoder.}]") asr_init=("${st_init[@]}")
+    [ "${row}" = maestro ] && asr_init=("init=[{path: ${w}, src: encoder., dst: encoder.}, {path: ${w}, src: rnnt., dst: rnnt.}]")
+    log "Stage 5: fine-tune RNN-T ASR and ST from ${row}"
+    train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
+    train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
+  done
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  log "Stage 6: package and decode (RNN-T greedy and beam ${beam_size}; ST attention beam)"
+  for dir in exp/*_asr exp/*_st; do
+    [ -f "${dir}/.done" ] || continue
+    case ${dir} in *_asr) method=rnnt_beam ;; *) method=attention ;; esac
+    stk package "${dir}" --weights "${dir}/model.avg1.safetensors" --out "${dir}/package" \
+      --method ${method} --beam-size ${beam_size} --ctc-weight 0
+    case ${dir} in
+      *_asr) for x in ${test_sets}; do for m in rnnt_greedy rnnt_beam; do
+               ${decode_cmd} "${dir}/decode_${m}_${x}/decode.log" stk decode data/${x} --model "${dir}/package" \
+                 --method ${m} --out "${dir}/decode_${m}_${x}/hyp"; done; done ;;
+      *) for x in ${test_sets}; do
+           ${decode_cmd} "${dir}/decode_st_${x}/decode.log" stk decode data/st_${x} --model "${dir}/package" \
+             --out "${dir}/decode_st_${x}/hyp"; done ;;
+    esac
+  done
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: score and RESULTS.md"
+  for hyp in exp/*/decode_*/hyp; do
+    d=$(dirname "${hyp}") x=${hyp#*decode_}; x=${x%/hyp}
+    case ${x} in
+      st_*) stk score data/${x}/text.en "${hyp}" --metric bleu --utt2lang data/${x}/utt2lang --json "${d}/score.json" ;;
+      *) x=${x#rnnt_greedy_}; x=${x#rnnt_beam_}
+         stk score data/${x}/text "${hyp}" --utt2lang data/${x}/utt2lang --json "${d}/score.json" ;;
+    esac > "${d}/score.txt"
+  done
+  cells=()
+  for row in scratch ${variants}; do
+    for x in ${test_sets}; do
+      cells+=("${row}|${x} CER greedy|cer|exp/${row}_asr/decode_rnnt_greedy_${x}/score.json"
+              "${row}|${x} CER beam|cer|exp/${row}_asr/decode_rnnt_beam_${x}/score.json"
+              "${row}|${x} WER beam|wer|exp/${row}_asr/decode_rnnt_beam_${x}/score.json")
+    done
+    cells+=("${row}|ST BLEU synth|bleu|exp/${row}_st/decode_st_synth_test/score.json"
+            "${row}|ST BLEU real|bleu|exp/${row}_st/decode_st_real_test/score.json")
+  done
+  stk table "${cells[@]}" --out RESULTS.md --title "mini MAESTRO (${size} corpus): low-resource ablation" \
+    --notes "Paired share ${paired_share} ($(wc -l < data/paired_low/utt2spk) utterances); the rest of the paired data is used as unpaired speech and unpaired text. Rows: RNN-T ASR / ST fine-tuned from scratch, from speech-only (contrastive) pre-training, from MAESTRO pre-training. Fine-tuning uses only the low-resource paired data (ASR) or the ST pairs. ${train_opts:+Overrides: ${train_opts}.}"
+  cat RESULTS.md
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  log "Stage 8: put the MAESTRO ASR model in the model store as '${model_name}'"
+  stk package exp/maestro_asr --weights exp/maestro_asr/model.avg1.safetensors --out exp/maestro_asr/package \
+    --method rnnt_beam --beam-size ${beam_size} --name ${model_name} --description "mini corpus MAESTRO RNN-T ASR"
+  log "Try: stk decode --model ${model_name} data/real_test/wav.scp"
+fi
