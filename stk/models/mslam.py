@@ -105,9 +105,9 @@ class MslamModel(StkModel):
 
     # -- pieces -----------------------------------------------------------------------------------
 
-    def _masked_speech(self, feats: torch.Tensor, lens: torch.Tensor):
-        """Feature encoder, quantizer targets and span-masked input for the speech losses."""
-        x, lens = self.encoder.speech_features(feats, lens)
+    def _masked_speech(self, feats: torch.Tensor, lens: torch.Tensor, front=None):
+        """Feature encoder (or its given output ``front``), quantizer targets and span-masked input."""
+        x, lens = front if front is not None else self.encoder.speech_features(feats, lens)
         valid = lengths_to_mask(lens, x.size(1))
         q, ids, div = self.quantizer(x, valid)
         m = span_mask(lens, ratio=self.speech_mask_ratio, span=self.speech_span, max_len=x.size(1)) & valid
@@ -154,16 +154,18 @@ class MslamModel(StkModel):
         loss, acc = self._text_mlm(out, ids, m)
         return loss, {"text_mlm": loss.item(), "text_acc": acc}
 
-    def ctc_loss(self, feats: torch.Tensor, lens: torch.Tensor, ys: torch.Tensor, ylens: torch.Tensor) -> torch.Tensor:
+    def ctc_loss(self, feats: torch.Tensor, lens: torch.Tensor, ys: torch.Tensor, ylens: torch.Tensor,
+                 front=None) -> torch.Tensor:
         """CTC of the unmasked speech output against the characters, summed per utterance / B."""
-        enc, enc_lens = self.encoder(feats, lens)
+        x, enc_lens = front if front is not None else self.encoder.speech_features(feats, lens)
+        enc = self.encoder.layers(self.encoder.add_modality(x, SPEECH), enc_lens)[1]
         lp = torch.log_softmax(self.ctc(enc), -1).transpose(0, 1)
         return F.ctc_loss(lp, ys.clamp(min=0), enc_lens, ylens, blank=BLANK, reduction="sum",
                           zero_infinity=True) / feats.size(0)
 
-    def tlm_loss(self, feats: torch.Tensor, lens: torch.Tensor, ys: torch.Tensor, ylens: torch.Tensor):
+    def tlm_loss(self, feats: torch.Tensor, lens: torch.Tensor, ys: torch.Tensor, ylens: torch.Tensor, front=None):
         """Speech + transcript in one masked sequence; predict masked quantizer ids and characters."""
-        xm, slens, _, qids, _, m = self._masked_speech(feats, lens)
+        xm, slens, _, qids, _, m = self._masked_speech(feats, lens, front)
         temb, tm = self._masked_text(ys, ylens)
         xs = self.encoder.add_modality(xm, SPEECH)
         xt = self.encoder.add_modality(temb, TEXT)
@@ -200,12 +202,13 @@ class MslamModel(StkModel):
             add(lt, self.text_weight)
             stats.update(st, text=lt.item())
         if paired:
+            front = self.encoder.speech_features(feats, lens)  # shared by CTC and TLM (no dropout in it)
             if self.ctc is not None and self.ctc_weight > 0:
-                lc = self.ctc_loss(feats, lens, ys, ylens)
+                lc = self.ctc_loss(feats, lens, ys, ylens, front)
                 add(lc, self.paired_weight * self.ctc_weight)
                 stats["ctc"] = lc.item()
             if self.tlm_weight > 0:
-                lt, st = self.tlm_loss(feats, lens, ys, ylens)
+                lt, st = self.tlm_loss(feats, lens, ys, ylens, front)
                 add(lt, self.paired_weight * self.tlm_weight)
                 stats.update(st, tlm=lt.item())
         if loss is None:
