@@ -22,7 +22,8 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return out
 
 
-def run_recipe(name: str, tmp_path: Path, corpus: Path, *args: str) -> subprocess.CompletedProcess:
+def run_recipe(name: str, tmp_path: Path, corpus: Path, *args: str,
+               train_config: str | None = "conf/train_tiny.yaml") -> subprocess.CompletedProcess:
     """Copy egs/mini/<name> into tmp_path (data/exp stay out of the repo) and run it."""
     src = ROOT / "egs" / "mini" / name
     work = tmp_path / name
@@ -30,8 +31,8 @@ def run_recipe(name: str, tmp_path: Path, corpus: Path, *args: str) -> subproces
     (work / "utils").unlink()
     (work / "utils").symlink_to(ROOT / "utils")
     env = dict(os.environ, STK_ROOT=str(ROOT), STK_MODEL_STORE=str(tmp_path / "store"), OMP_NUM_THREADS="2")
-    proc = subprocess.run(["bash", "run.sh", "--size", "tiny", "--corpus-dir", str(corpus),
-                           "--train-config", "conf/train_tiny.yaml", *args],
+    conf = ["--train-config", train_config] if train_config else []
+    proc = subprocess.run(["bash", "run.sh", "--size", "tiny", "--corpus-dir", str(corpus), *conf, *args],
                           cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -81,3 +82,49 @@ def test_st_recipe(tmp_path, tiny_corpus):
     _check_results(work / "RESULTS.md", "BLEU", ["de", "es", "fr", "it", "ru"])
     assert "nrefs:1|case:mixed" in (work / "RESULTS.md").read_text()  # sacrebleu signature
     assert _loss_fell(work / "exp" / "train_tiny_tiny")
+
+
+SMOKE = "trainer.max_steps=6 trainer.valid_interval_steps=3 trainer.log_interval=3"
+
+
+def test_mslam_recipe(tmp_path, tiny_corpus):
+    """Every stage: data, char tokenizer, pre-training (mSLAM-CTC), fine-tuning of all four tasks from
+    scratch and from it, the CTC probe, decoding, zero-shot text translation, the results grid."""
+    run_recipe("mslam", tmp_path, tiny_corpus, "--variants", "mslam-ctc", "--train-opts", SMOKE, train_config=None)
+    work = tmp_path / "mslam"
+    text, per_lang = (work / "RESULTS.md").read_text().split("## Zero-shot")
+    for col in ("ST BLEU real", "ASR CER synth", "intent acc real", "LID acc synth", "zero-shot text BLEU synth",
+                "CTC probe CER synth"):
+        assert col in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| scratch") or line.startswith("| mslam-ctc")}
+    assert set(rows) == {"scratch", "mslam-ctc"}
+    assert rows["scratch"].count("–") == 1  # no CTC probe without pre-training; every other cell has a score
+    assert "–" not in rows["mslam-ctc"]
+    assert "| de | es | fr | it | ru |" in per_lang  # zero-shot BLEU per source language
+    log = (work / "exp" / "mslam-ctc_st" / "log" / "train.log").read_text()  # the job log (stderr)
+    assert "init: loaded" in log
+    zs = (work / "exp" / "mslam-ctc_st" / "zeroshot_st_synth_test" / "hyp").read_text().splitlines()
+    assert len(zs) == len((work / "data" / "st_synth_test" / "text").read_text().splitlines())
+
+
+def test_maestro_recipe(tmp_path, tiny_corpus):
+    """Every stage, then `stk decode --model maestro wav.scp` from another directory."""
+    run_recipe("maestro", tmp_path, tiny_corpus, "--variants", "maestro", "--test-sets", "real_test",
+               "--beam-size", "2", "--train-opts", SMOKE, train_config=None)
+    work = tmp_path / "maestro"
+    durs = (work / "dump" / "paired_low" / "durations").read_text().splitlines()
+    assert len(durs) >= 0.9 * len((work / "dump" / "paired_low" / "text").read_text().splitlines())
+    text = (work / "RESULTS.md").read_text()
+    assert "real_test CER beam" in text and "| maestro |" in text and "| scratch |" in text
+    log = (work / "exp" / "pretrain_maestro" / "train.log").read_text()
+    for loss in ("contrastive=", "rnnt=", "mm=", "duration=", "amlm="):
+        assert loss in log, loss
+    wav_scp = work / "data" / "real_test" / "wav.scp"
+    env = dict(os.environ, STK_MODEL_STORE=str(tmp_path / "store"))
+    proc = subprocess.run([str(ROOT / ".venv/bin/stk"), "decode", "--model", "maestro", str(wav_scp)], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == len(wav_scp.read_text().splitlines())
+    bad = subprocess.run([str(ROOT / ".venv/bin/stk"), "decode", "--model", "maestro2", str(wav_scp)], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 1 and "maestro" in bad.stderr  # the known names are listed

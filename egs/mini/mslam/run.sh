@@ -29,14 +29,8 @@ corpus_dir=${corpus_dir:-../corpus/${size}}
 tok=data/token/char
 read -r -a extra <<< "${train_opts}"
 labels() { cut -d' ' -f2 "$1" | sort -u | paste -sd, -; }
-train() {  # train CONFIG EXP_DIR [key=value ...]; skipped when EXP_DIR/.done exists
-  local conf=$1 dir=$2 launcher=(stk); shift 2
-  [ -f "${dir}/.done" ] && { log "${dir} done already"; return; }
-  [ "${nproc}" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "${nproc}" -m stk.cli)
-  ${cuda_cmd} "${dir}/log/train.log" "${launcher[@]}" train --config "${conf}" --exp-dir "${dir}" \
-    data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "$@" "${extra[@]}"
-  stk average "${dir}" --n 1 && touch "${dir}/.done"
-}
+. utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
+train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
 log "$0 $*"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
