@@ -113,11 +113,12 @@ def _save_forever(out: str) -> None:
 
 
 def test_sigkill_during_saves_never_leaves_a_corrupt_file(tmp_path):
-    # A forked child (torch already imported) saving in a loop, SIGKILLed at an arbitrary moment.
-    proc = multiprocessing.get_context("fork").Process(target=_save_forever, args=(str(tmp_path),))
+    # A child process saving in a loop, SIGKILLed at an arbitrary moment. "spawn", not "fork": a
+    # forked child of a process whose OpenMP pool has run can hang in its first parallel region.
+    proc = multiprocessing.get_context("spawn").Process(target=_save_forever, args=(str(tmp_path),))
     proc.start()
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while len(list(tmp_path.glob("*.pt"))) < 3:
             assert proc.exitcode is None and time.time() < deadline, "writer died or hangs"
             time.sleep(0.005)
