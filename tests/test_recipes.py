@@ -60,7 +60,7 @@ def test_asr_recipe(tmp_path, tiny_corpus):
     exp = work / "exp" / "train_tiny_tiny"
     assert _loss_fell(exp)
     assert (exp / "config.yaml").exists() and (exp / "loss.png").exists()
-    hyp = (exp / "decode_attention_synth_test" / "hyp").read_text().splitlines()
+    hyp = (exp / "decode_ctc_beam_synth_test" / "hyp").read_text().splitlines()  # run.sh method=ctc_beam
     assert len(hyp) == len((work / "data" / "synth_test" / "wav.scp").read_text().splitlines())
     # the package was published to the model store: decode by name from anywhere
     env = dict(os.environ, STK_MODEL_STORE=str(tmp_path / "store"))

@@ -11,15 +11,16 @@ size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
 nproc=1              # training processes (torchrun + DDP when > 1)
 train_config=conf/train.yaml
-vocab_size=300
+token_type=char      # stage 2 tokenizer: char | bpe (char leaves the CTC blank plateau much sooner)
+vocab_size=300       # BPE vocabulary size (token_type=bpe only)
 tag=                 # experiment name (default: from the config file)
-method=attention     # decoding: attention | ctc_greedy | ctc_beam
+method=ctc_beam      # decoding: attention | ctc_greedy | ctc_beam
 beam_size=10
 ctc_weight=0.3
-avg_n=3              # average the N checkpoints with the best validation loss
+avg_n=1              # average the N checkpoints with the best validation loss
 test_sets="synth_test real_test"
 # End configuration section
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N]"
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N] [--token-type char|bpe] [--method M]"
 
 . ./path.sh
 . ./cmd.sh
@@ -29,7 +30,8 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 corpus_dir=${corpus_dir:-../corpus/${size}}
 tag=${tag:-$(basename "${train_config}" .yaml)_${size}}
 exp=exp/${tag}
-tok=data/token/bpe${vocab_size}
+tok=data/token/char
+[ "${token_type}" = char ] || tok=data/token/${token_type}${vocab_size}
 log "$0 $*  (exp=${exp})"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
@@ -53,8 +55,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
-  log "Stage 2: BPE tokenizer (${vocab_size})"
-  stk tokenizer train data/train/text --out "${tok}" --vocab-size ${vocab_size} --model-type bpe
+  log "Stage 2: ${token_type} tokenizer -> ${tok}"
+  stk tokenizer train data/train/text --out "${tok}" --vocab-size ${vocab_size} --model-type ${token_type}
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
