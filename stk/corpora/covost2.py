@@ -94,15 +94,16 @@ def report_skipped(where: str, skipped: dict[str, list[str]], logger: logging.Lo
     return {reason: len(ids) for reason, ids in skipped.items() if ids}
 
 
-def read_tsv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CoVoST / Common Voice TSV (header, tabs, no quoting, ``\\`` escapes).
+def read_tsv(path: Path, required: Sequence[str], *, escapes: bool = True, hint: str = "") -> list[dict[str, str]]:
+    """Rows of a headed TSV with no quoting: CoVoST / Common Voice (``\\`` escapes) or, with
+    ``escapes=False``, VoxPopuli's plain tab joins.
 
-    Raises ValueError naming the file if it is missing, lacks a ``required`` column or has a
-    line with more fields than the header."""
+    Raises ValueError naming the file if it is missing (``hint`` says where it should be), lacks
+    a ``required`` column or has a line with more fields than the header."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise ValueError(f"{path}: file not found{hint}")
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\" if escapes else None)
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}: empty file (expected a header line)")

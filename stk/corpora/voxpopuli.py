@@ -20,13 +20,12 @@ unreadable ogg are skipped, counted and logged with their ids.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from stk.corpora.covost2 import PreparedDir, clean_text, report_skipped, safe_id
+from stk.corpora.covost2 import PreparedDir, clean_text, read_tsv, report_skipped, safe_id
 from stk.data.kaldi import validate_data_dir, write_data_dir
 
 log = logging.getLogger(__name__)
@@ -40,28 +39,9 @@ _OWN_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2gender",
 
 
 def read_asr_tsv(path: Path, text_field: str = "normalized_text") -> list[dict[str, str]]:
-    """Rows of an ``asr_<split>.tsv`` (written with plain tab joins: no quoting, no escapes).
-
-    Raises ValueError naming the file if it is missing, lacks a needed column or has a line with
-    more fields than the header."""
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found (expected ROOT/transcribed_data/<lang>/asr_<split>.tsv)")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file (expected a header line)")
-        missing = [c for c in ("id", text_field, "speaker_id") if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (header: {' '.join(header)})")
-        rows = []
-        for fields in reader:
-            if not fields or fields == [""]:
-                continue
-            if len(fields) > len(header):
-                raise ValueError(f"{path}:{reader.line_num}: {len(fields)} fields, the header has {len(header)}")
-            rows.append(dict(zip(header, fields + [""] * (len(header) - len(fields)))))
-    return rows
+    """Rows of an ``asr_<split>.tsv`` (written with plain tab joins: no quoting, no escapes)."""
+    return read_tsv(path, ("id", text_field, "speaker_id"), escapes=False,
+                    hint=" (expected ROOT/transcribed_data/<lang>/asr_<split>.tsv)")
 
 
 def _duration(path: Path) -> float | None:
