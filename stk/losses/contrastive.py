@@ -74,3 +74,22 @@ def contrastive_loss(
     loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), reduction="sum")
     correct = (logits.argmax(-1) == 0).sum()
     return loss, correct
+
+
+def masked_contrastive(
+    context: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, num_negatives: int,
+    temperature: float = 0.1, mask_identical: bool = False,
+) -> tuple[torch.Tensor, float]:
+    """The contrastive task of a span-masked batch: mean InfoNCE over masked frames and accuracy.
+
+    Args:
+        context: (B, T, D) projected context vectors.
+        targets: (B, T, D) quantized targets.
+        mask: (B, T) True at masked frames; distractors come from the same utterance's masked
+            frames (:func:`sample_negatives`), utterances with fewer than two are left out.
+    """
+    neg, ok = sample_negatives(mask.nonzero()[:, 0], num_negatives)
+    n = max(1, int(ok.sum()))
+    loss, correct = contrastive_loss(context[mask], targets[mask], neg.to(context.device), temperature,
+                                     mask_identical=mask_identical, valid=ok)
+    return loss / n, correct.item() / n

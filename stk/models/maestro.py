@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stk.features.fbank import SpecAugmentConfig, spec_augment
-from stk.losses.contrastive import contrastive_loss, sample_negatives
+from stk.losses.contrastive import masked_contrastive
 from stk.losses.masking import span_mask
 from stk.models import ENCODERS, MODELS, StkModel
 from stk.modules.conformer import ConformerLayers, lengths_to_mask
@@ -117,12 +117,9 @@ class MaestroModel(StkModel):
         q, _, div = self.quantizer(x, valid)
         m = span_mask(lens, ratio=self.speech_mask_ratio, span=self.speech_span, max_len=x.size(1)) & valid
         c = self.encoder.speech(torch.where(m[..., None], self.speech_mask.to(x.dtype), x), lens)
-        neg, ok = sample_negatives(m.nonzero()[:, 0], self.num_negatives)
-        n = max(1, int(ok.sum()))
-        con, correct = contrastive_loss(self.context_proj(c[m]), q[m], neg.to(c.device), self.temperature, valid=ok)
-        con = con / n
+        con, acc = masked_contrastive(self.context_proj(c), q, m, self.num_negatives, self.temperature)
         return con + self.diversity_weight * div, {"contrastive": con.item(), "diversity": div.item(),
-                                                   "contrastive_acc": correct.item() / n}
+                                                   "contrastive_acc": acc}
 
     def text_path(self, ids: torch.Tensor, lens: torch.Tensor, durations: torch.Tensor | None):
         """Text embeddings -> (durations) -> upsampled and refined ``(B, T, D)``; returns also the

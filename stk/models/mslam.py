@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stk.losses.contrastive import contrastive_loss, sample_negatives
+from stk.losses.contrastive import masked_contrastive
 from stk.losses.masking import concat_padded, span_mask
 from stk.models import ENCODERS, MODELS, StkModel
 from stk.modules.conformer import lengths_to_mask
@@ -137,16 +137,12 @@ class MslamModel(StkModel):
     def speech_loss(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         xm, lens, q, ids, div, m = self._masked_speech(feats, lens)
         c, out = self.encoder.layers(self.encoder.add_modality(xm, SPEECH), lens)
-        pos = m.nonzero()
-        neg, ok = sample_negatives(pos[:, 0], self.num_negatives)
-        n = max(1, int(ok.sum()))
-        con, correct = contrastive_loss(self.context_proj(c[m]), q[m], neg.to(c.device), self.temperature,
-                                           mask_identical=self.mask_identical, valid=ok)
-        con = con / n
+        con, acc = masked_contrastive(self.context_proj(c), q, m, self.num_negatives, self.temperature,
+                                      self.mask_identical)
         mlm = self._speech_mlm(out, ids, m)
         loss = con + self.mlm_weight * mlm + self.diversity_weight * div
         return loss, {"contrastive": con.item(), "speech_mlm": mlm.item(), "diversity": div.item(),
-                      "contrastive_acc": correct.item() / n, "masked_frames": m.float().mean().item()}
+                      "contrastive_acc": acc, "masked_frames": m.float().mean().item()}
 
     def text_loss(self, ids: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         emb, m = self._masked_text(ids, lens)
