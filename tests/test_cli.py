@@ -177,3 +177,8 @@ def test_combine_langs_subset_and_table(tmp_path):
                               f"B|BLEU|bleu|{tmp_path}/missing.json"])
     assert res.exit_code == 0 and "| A | 12.3 | 3.0 |" in res.output and "| B | – | – |" in res.output
     assert runner.invoke(app, ["table", "bad-cell"]).exit_code == 1
+    # --rows: one spec per column, {row} filled in per row
+    (tmp_path / "A.json").write_text('{"bleu": 1.0}')
+    res = runner.invoke(app, ["table", "--rows", "A,B", "BLEU|bleu|" + str(tmp_path / "{row}.json")])
+    assert res.exit_code == 0 and "| A | 1.0 |" in res.output and "| B | – |" in res.output
+    assert runner.invoke(app, ["table", "--rows", "A", "A|BLEU|bleu|x.json"]).exit_code == 1

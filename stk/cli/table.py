@@ -22,6 +22,16 @@ def parse_cell(spec: str) -> tuple[str, str, str, Path]:
     return row, col, key, Path(path)
 
 
+def expand(specs: list[str], rows: list[str]) -> list[tuple[str, str, str, Path]]:
+    """Cells from specs; with ``rows``, each spec is ``COLUMN|KEY|FILE`` with ``{row}`` in it, one cell per row."""
+    if not rows:
+        return [parse_cell(s) for s in specs]
+    for s in specs:
+        if len(s.split("|")) != 3:
+            raise ValueError(f"with --rows, cell {s!r} must look like 'COLUMN|KEY|FILE' (with {{row}} in it)")
+    return [parse_cell(f"{r}|" + s.replace("{row}", r)) for r in rows for s in specs]
+
+
 def lookup(res: dict, key: str) -> float | None:
     node = res
     for k in key.split("."):
@@ -45,7 +55,8 @@ def render(cells: list[tuple[str, str, str, Path]]) -> str:
 
 
 def table(
-    cells: Annotated[list[str], typer.Argument(help="Cells as 'ROW|COLUMN|KEY|FILE': FILE a score.json from `stk score --json`, KEY the value in it (bleu, chrf, cer, wer, acc, or dotted like by_lang.fr.bleu).")],
+    cells: Annotated[list[str], typer.Argument(help="Cells as 'ROW|COLUMN|KEY|FILE': FILE a score.json from `stk score --json`, KEY the value in it (bleu, chrf, cer, wer, acc, or dotted like by_lang.fr.bleu). With --rows: 'COLUMN|KEY|FILE' with {row} in it.")],
+    rows: Annotated[str, typer.Option(help="Row names (space- or comma-separated): each cell spec is repeated per row with {row} replaced.")] = "",
     out: Annotated[Path | None, typer.Option(help="Write the markdown here (default: stdout).")] = None,
     title: Annotated[str, typer.Option(help="Heading of the section.")] = "Results",
     notes: Annotated[str, typer.Option(help="Text placed under the heading.")] = "",
@@ -55,10 +66,11 @@ def table(
 
     Example:\n
       stk table 'w2v-BERT|ST BLEU|bleu|exp/st_w2v/decode_real_test/score.json' \\\n
-                'mSLAM-CTC|ST BLEU|bleu|exp/st_ctc/decode_real_test/score.json'
+                'mSLAM-CTC|ST BLEU|bleu|exp/st_ctc/decode_real_test/score.json'\n
+      stk table --rows "scratch mslam-ctc" 'ST BLEU|bleu|exp/{row}_st/decode_real_test/score.json'
     """
     try:
-        text = f"## {title}\n\n" + (f"{notes}\n\n" if notes else "") + render([parse_cell(c) for c in cells])
+        text = f"## {title}\n\n" + (f"{notes}\n\n" if notes else "") + render(expand(cells, rows.replace(",", " ").split()))
     except (ValueError, json.JSONDecodeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

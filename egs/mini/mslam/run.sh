@@ -10,9 +10,10 @@ stage=0              # Begin configuration section
 stop_stage=100
 size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
-nproc=1              # training processes (torchrun + DDP when > 1)
+nproc=1              # training processes per run (torchrun + DDP when > 1)
+jobs=2               # independent training/decoding runs at a time (each gets OMP_NUM_THREADS/jobs threads)
 variants="w2v-bert mslam-tlm mslam-ctc"
-tasks="st asr intent lid"
+tasks="st asr intent lid probe"   # probe: CTC head on the frozen pre-trained encoder
 src_langs=de,es,fr,it,ru   # ST and zero-shot source languages (-> en)
 train_opts=          # extra key=value overrides for every `stk train` (e.g. trainer.max_steps=10)
 beam_size=5
@@ -30,6 +31,7 @@ tok=data/token/char
 read -r -a extra <<< "${train_opts}"
 labels() { cut -d' ' -f2 "$1" | sort -u | paste -sd, -; }
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
+. utils/lib/bg.sh     # bg CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
 log "$0 $*"
 
@@ -55,8 +57,9 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features and global CMVN"
   for x in speech_train paired_train dev st_train st_dev real_train real_dev; do
     stk data validate data/${x}
-    ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
+    bg ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
+  bg_wait
   stk data cmvn dump/speech_train --out dump/cmvn.json
 fi
 
@@ -71,8 +74,9 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     log "Stage 3: pre-training ${v}"
     opts=(model.conf.variant=${v})
     [ "${v}" = w2v-bert ] && opts+=(data.train.text.batch.ratio=0 data.train.paired.batch.ratio=0)
-    train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
+    bg train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
   done
+  bg_wait
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -84,48 +88,48 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     init=()
     [ "${row}" != scratch ] && init=("init=[{path: exp/pretrain_${row}/model.avg1.safetensors, src: encoder., dst: encoder.}]")
     for task in ${tasks}; do
+      [ "${row}_${task}" = scratch_probe ] && continue
       log "Stage 4: fine-tune ${task} from ${row}"
       case ${task} in
-        st)     train conf/finetune_st.yaml exp/${row}_st "${init[@]}" ;;
-        asr)    train conf/finetune_asr.yaml exp/${row}_asr "${init[@]}" ;;
-        intent) train conf/finetune_cls.yaml exp/${row}_intent "${init[@]}" "${intent[@]}" ;;
-        lid)    train conf/finetune_cls.yaml exp/${row}_lid "${init[@]}" "${lid[@]}" ;;
+        st)     bg train conf/finetune_st.yaml exp/${row}_st "${init[@]}" ;;
+        asr)    bg train conf/finetune_asr.yaml exp/${row}_asr "${init[@]}" ;;
+        intent) bg train conf/finetune_cls.yaml exp/${row}_intent "${init[@]}" "${intent[@]}" ;;
+        lid)    bg train conf/finetune_cls.yaml exp/${row}_lid "${init[@]}" "${lid[@]}" ;;
+        probe)  bg train conf/finetune_asr.yaml exp/${row}_probe "${init[@]}" "freeze=[encoder.]" ;;
       esac
     done
-    if [ "${row}" != scratch ]; then
-      log "Stage 4: CTC probe of ${row} (frozen encoder, CTC head only)"
-      train conf/finetune_asr.yaml exp/${row}_probe "${init[@]}" "freeze=[encoder.]"
-    fi
   done
+  bg_wait
 fi
+
+decode_all() {  # DIR METHOD SETS...: package DIR's model and decode each set (stage 5)
+  stk package "$1" --weights "$1/model.avg1.safetensors" --out "$1/package" --method "$2" --beam-size ${beam_size} --ctc-weight 0
+  for x in "${@:3}"; do ${decode_cmd} "$1/decode_${x}/decode.log" stk decode data/${x} --model "$1/package" --out "$1/decode_${x}/hyp"; done
+}
+zeroshot() {  # DIR: the speech-only ST model fed the source *text* (stage 6)
+  for x in st_synth_test st_real_test; do
+    ${decode_cmd} "$1/zeroshot_${x}/decode.log" stk decode --text data/${x}/text --model "$1/package" --out "$1/zeroshot_${x}/hyp"
+  done
+}
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   log "Stage 5: package and decode (ST: attention beam ${beam_size}; ASR/probe: CTC greedy; classify)"
   for dir in exp/*_st exp/*_asr exp/*_probe exp/*_intent exp/*_lid; do
     [ -f "${dir}/.done" ] || continue
     case ${dir} in
-      *_st) method=attention sets="st_synth_test st_real_test" ;;
-      *_asr|*_probe) method=ctc_greedy sets="${test_sets}" ;;
-      *_intent) method=classify sets="real_test" ;;
-      *_lid) method=classify sets="${test_sets}" ;;
+      *_st) bg decode_all "${dir}" attention st_synth_test st_real_test ;;
+      *_asr|*_probe) bg decode_all "${dir}" ctc_greedy ${test_sets} ;;
+      *_intent) bg decode_all "${dir}" classify real_test ;;
+      *_lid) bg decode_all "${dir}" classify ${test_sets} ;;
     esac
-    stk package "${dir}" --weights "${dir}/model.avg1.safetensors" --out "${dir}/package" \
-      --method ${method} --beam-size ${beam_size} --ctc-weight 0
-    for x in ${sets}; do
-      ${decode_cmd} "${dir}/decode_${x}/decode.log" stk decode data/${x} --model "${dir}/package" \
-        --out "${dir}/decode_${x}/hyp"
-    done
   done
+  bg_wait
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: zero-shot text->text translation with the speech-only ST models (source text in)"
-  for dir in exp/*_st; do
-    for x in st_synth_test st_real_test; do
-      ${decode_cmd} "${dir}/zeroshot_${x}/decode.log" stk decode --text data/${x}/text \
-        --model "${dir}/package" --out "${dir}/zeroshot_${x}/hyp"
-    done
-  done
+  for dir in exp/*_st; do bg zeroshot "${dir}"; done
+  bg_wait
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -140,20 +144,14 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     esac
     stk score "${ref}" "${hyp}" --metric ${metric} --utt2lang data/${x}/utt2lang --json "${d}/score.json" > "${d}/score.txt"
   done
-  cells=() zs=()
-  for row in scratch ${variants}; do
-    e=exp/${row}
-    cells+=("${row}|ST BLEU real|bleu|${e}_st/decode_st_real_test/score.json"
-            "${row}|ST BLEU synth|bleu|${e}_st/decode_st_synth_test/score.json"
-            "${row}|ASR CER synth|cer|${e}_asr/decode_synth_test/score.json"
-            "${row}|ASR CER real|cer|${e}_asr/decode_real_test/score.json"
-            "${row}|intent acc real|acc|${e}_intent/decode_real_test/score.json"
-            "${row}|LID acc synth|acc|${e}_lid/decode_synth_test/score.json"
-            "${row}|zero-shot text BLEU synth|bleu|${e}_st/zeroshot_st_synth_test/score.json"
-            "${row}|CTC probe CER synth|cer|${e}_probe/decode_synth_test/score.json")
-    for l in ${src_langs//,/ }; do zs+=("${row}|${l}|by_lang.${l}.bleu|${e}_st/zeroshot_st_synth_test/score.json"); done
-  done
-  stk table "${cells[@]}" --out RESULTS.md --title "mini mSLAM (${size} corpus)" --notes "Rows: fine-tuning from scratch or from each pre-training variant (conf/pretrain.yaml, ${train_opts:-default steps}). ST X->en (${src_langs}): attention beam ${beam_size}, BLEU on cased English; ASR: CTC greedy on characters, CER after lowercasing/punctuation removal; intent: asterisk prompt class, real speech; LID: 6 languages, espeak voice unseen in training. Zero-shot: the speech-only ST model fed the source *text* (characters). CTC probe: frozen pre-trained encoder + CTC head."
-  stk table "${zs[@]}" --out RESULTS.md --append --title "Zero-shot text->text BLEU per source language (synth test)"
+  rows="scratch ${variants}" zs=()
+  for l in ${src_langs//,/ }; do zs+=("${l}|by_lang.${l}.bleu|exp/{row}_st/zeroshot_st_synth_test/score.json"); done
+  stk table --rows "${rows}" --out RESULTS.md \
+    "ST BLEU real|bleu|exp/{row}_st/decode_st_real_test/score.json" "ST BLEU synth|bleu|exp/{row}_st/decode_st_synth_test/score.json" \
+    "ASR CER synth|cer|exp/{row}_asr/decode_synth_test/score.json" "ASR CER real|cer|exp/{row}_asr/decode_real_test/score.json" \
+    "intent acc real|acc|exp/{row}_intent/decode_real_test/score.json" "LID acc synth|acc|exp/{row}_lid/decode_synth_test/score.json" \
+    "zero-shot text BLEU synth|bleu|exp/{row}_st/zeroshot_st_synth_test/score.json" "CTC probe CER synth|cer|exp/{row}_probe/decode_synth_test/score.json" \
+    --title "mini mSLAM (${size} corpus)" --notes "Rows: fine-tuning from scratch or from each pre-training variant (conf/pretrain.yaml, ${train_opts:-default steps}). ST X->en (${src_langs}): attention beam ${beam_size}, BLEU on cased English; ASR: CTC greedy on characters, CER after lowercasing/punctuation removal; intent: asterisk prompt class, real speech; LID: 6 languages, espeak voice unseen in training. Zero-shot: the speech-only ST model fed the source *text* (characters). CTC probe: frozen pre-trained encoder + CTC head."
+  stk table --rows "${rows}" "${zs[@]}" --out RESULTS.md --append --title "Zero-shot text->text BLEU per source language (synth test)"
   cat RESULTS.md
 fi
