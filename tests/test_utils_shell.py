@@ -545,3 +545,33 @@ def test_cmd_sh_unknown_backend(tmp_path):
     assert proc.returncode != 0
     assert "unknown cmd_backend 'sge'" in proc.stderr
     assert "not reached" not in proc.stdout
+
+
+# --------------------------------------------------------------------------
+# utils/lib/bg.sh
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_bg_runs_jobs_side_by_side_and_reports_failures(tmp_path, jobs):
+    script = write(tmp_path / "s.sh", f"""
+        #!/usr/bin/env bash
+        set -euo pipefail
+        jobs={jobs} OMP_NUM_THREADS=2
+        . {UTILS}/lib/bg.sh
+        job() {{ echo "$1 start $OMP_NUM_THREADS" >> log; sleep 0.5; echo "$1 end" >> log; }}
+        bg job a; bg job b
+        bg_wait
+        echo waited >> log
+        bg false; bg job c
+        bg_wait || echo "failed $?" >> log
+        """)
+    proc = sh(["bash", str(script)], cwd=tmp_path)
+    lines = (tmp_path / "log").read_text().splitlines()
+    if jobs == 2:  # both started before either ended, each with half the threads; failures come from bg_wait
+        assert proc.returncode == 0, proc.stderr
+        assert lines[:2] == ["a start 1", "b start 1"] and lines.index("waited") == 4
+        assert lines[-1] == "failed 1" and "c end" in lines
+        assert "1 job(s) failed" in proc.stderr and "false" in proc.stderr
+    else:  # in the foreground, in order, all threads; a failure stops the script at once (set -e)
+        assert proc.returncode != 0
+        assert lines == ["a start 2", "a end", "b start 2", "b end", "waited"]

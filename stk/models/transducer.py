@@ -24,7 +24,8 @@ class TransducerModel(SpeechEncoderModel):
         vocab_size, input_dim: set by the toolkit.
         encoder: ``{name, conf}`` of a registered encoder.
         rnnt: keyword arguments of :class:`~stk.modules.rnnt.RNNTHead` (sizes of predictor and joiner).
-        ctc_weight: weight of an auxiliary CTC loss on the encoder output (0 disables it).
+        ctc_weight: weight of an auxiliary CTC loss on the encoder output (0 disables it); both losses
+            are per utterance (summed over tokens, averaged over the batch).
         target: batch key of the transcript.
         specaug: SpecAugment settings, or None.
     """
@@ -54,7 +55,7 @@ class TransducerModel(SpeechEncoderModel):
         stats = {"rnnt": rnnt.item()}
         if self.ctc is not None:
             lp = self.ctc_log_probs(enc).transpose(0, 1)
-            ctc = F.ctc_loss(lp, ys.clamp(min=0), enc_lens, ylens, blank=BLANK, reduction="mean", zero_infinity=True)
+            ctc = F.ctc_loss(lp, ys.clamp(min=0), enc_lens, ylens, blank=BLANK, reduction="sum", zero_infinity=True) / enc.size(0)
             loss = loss + self.ctc_weight * ctc
             stats["ctc"] = ctc.item()
         stats["loss"] = loss.item()

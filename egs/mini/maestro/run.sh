@@ -11,7 +11,8 @@ stage=0              # Begin configuration section
 stop_stage=100
 size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
-nproc=1
+nproc=1              # training processes per run (torchrun + DDP when > 1)
+jobs=2               # independent training/decoding runs at a time (each gets OMP_NUM_THREADS/jobs threads)
 paired_share=0.2     # share of the paired training utterances kept as paired
 vocab_size=200
 variants="speech-only maestro"
@@ -32,6 +33,7 @@ corpus_dir=${corpus_dir:-../corpus/${size}}
 tok=data/token/bpe
 read -r -a extra <<< "${train_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
+. utils/lib/bg.sh     # bg CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
 log "$0 $*"
 
@@ -57,8 +59,9 @@ fi
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features and global CMVN"
   for x in speech_unpaired paired_low dev st_train st_dev; do
-    ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
+    bg ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
+  bg_wait
   stk data cmvn dump/speech_unpaired --out dump/cmvn.json
 fi
 
@@ -79,8 +82,9 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: pre-training ${v}"
     opts=(model.conf.variant=${v})
     [ "${v}" = speech-only ] && opts+=(data.train.paired.batch.ratio=0 data.train.text.batch.ratio=0 "data.valid.int_seqs={}")
-    train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
+    bg train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
   done
+  bg_wait
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -89,27 +93,32 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     [ "${row}" != scratch ] && st_init=("init=[{path: ${w}, src: encoder., dst: encoder.}]") asr_init=("${st_init[@]}")
     [ "${row}" = maestro ] && asr_init=("init=[{path: ${w}, src: encoder., dst: encoder.}, {path: ${w}, src: rnnt., dst: rnnt.}]")
     log "Stage 5: fine-tune RNN-T ASR and ST from ${row}"
-    train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
-    train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
+    bg train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
+    bg train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
   done
+  bg_wait
 fi
+
+decode_all() {  # DIR: package DIR's model, decode the test sets (ASR: RNN-T greedy + beam; ST: attention beam)
+  local x m=attention
+  case $1 in *_asr) m=rnnt_beam ;; esac
+  stk package "$1" --weights "$1/model.avg1.safetensors" --out "$1/package" --method ${m} --beam-size ${beam_size} --ctc-weight 0
+  for x in ${test_sets}; do
+    case $1 in
+      *_asr) for m in rnnt_greedy rnnt_beam; do ${decode_cmd} "$1/decode_${m}_${x}/decode.log" \
+               stk decode data/${x} --model "$1/package" --method ${m} --out "$1/decode_${m}_${x}/hyp"; done ;;
+      *) ${decode_cmd} "$1/decode_st_${x}/decode.log" stk decode data/st_${x} --model "$1/package" --out "$1/decode_st_${x}/hyp" ;;
+    esac
+  done
+}
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: package and decode (RNN-T greedy and beam ${beam_size}; ST attention beam)"
   for dir in exp/*_asr exp/*_st; do
     [ -f "${dir}/.done" ] || continue
-    case ${dir} in *_asr) method=rnnt_beam ;; *) method=attention ;; esac
-    stk package "${dir}" --weights "${dir}/model.avg1.safetensors" --out "${dir}/package" \
-      --method ${method} --beam-size ${beam_size} --ctc-weight 0
-    case ${dir} in
-      *_asr) for x in ${test_sets}; do for m in rnnt_greedy rnnt_beam; do
-               ${decode_cmd} "${dir}/decode_${m}_${x}/decode.log" stk decode data/${x} --model "${dir}/package" \
-                 --method ${m} --out "${dir}/decode_${m}_${x}/hyp"; done; done ;;
-      *) for x in ${test_sets}; do
-           ${decode_cmd} "${dir}/decode_st_${x}/decode.log" stk decode data/st_${x} --model "${dir}/package" \
-             --out "${dir}/decode_st_${x}/hyp"; done ;;
-    esac
+    bg decode_all "${dir}"
   done
+  bg_wait
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
