@@ -78,6 +78,10 @@ class TransformerDecoder(nn.Module):
         if vocab_size < 4:
             raise ValueError(f"vocab_size must be >= 4, got {vocab_size}")
         self.embed = nn.Embedding(vocab_size, d_model)
+        # N(0, 1/d) so that the sqrt(d)-scaled embeddings have unit scale, like the positions and
+        # the attention outputs (fairseq's convention). With N(0, 1) they were sqrt(d) times larger
+        # than every update the layers add, and the decoder learned to use the encoder very slowly.
+        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
         self.register_buffer("pe", self._sinusoid(max_len, d_model), persistent=False)
         self.mem_proj = nn.Linear(memory_dim, d_model) if memory_dim and memory_dim != d_model else nn.Identity()
         self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, ffn_dim, dropout) for _ in range(num_layers))
