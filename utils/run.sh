@@ -46,7 +46,8 @@ EOF
 }
 # shellcheck source=utils/lib/jobs.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib/jobs.sh"
-nproc_default() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1; }
+# CPUs usable here; GNU nproc would otherwise obey OMP_NUM_THREADS (which path.sh sets per job).
+nproc_default() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1; }
 
 # shell_word ARG: ARG as a word of the job's shell command (see header).
 shell_word() {
