@@ -14,7 +14,8 @@ corpus_dir=          # default: ../corpus/<size> (shared with the other mini rec
 nproc=1              # training processes per run (torchrun + DDP when > 1)
 jobs=2               # independent training/decoding runs at a time (each gets OMP_NUM_THREADS/jobs threads)
 paired_share=0.2     # share of the paired training utterances kept as paired
-vocab_size=200
+token_type=char      # stage 2 tokenizer: char | bpe (with BPE 200 the RNN-T still emits only blanks after 600 updates)
+vocab_size=200       # BPE vocabulary size (token_type=bpe only)
 variants="speech-only maestro"
 src_langs=de,es,fr,it,ru
 train_opts=          # extra key=value overrides for every `stk train`
@@ -30,7 +31,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
-tok=data/token/bpe
+tok=data/token/${token_type}
 read -r -a extra <<< "${train_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
 . utils/lib/bg.sh     # bg CMD ... / bg_wait: up to ${jobs} runs side by side
@@ -66,8 +67,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
-  log "Stage 2: BPE (${vocab_size}) on the paired transcripts and the unpaired text"
-  stk tokenizer train data/paired_low/text data/text_unpaired/text --out ${tok} --vocab-size ${vocab_size} --model-type bpe
+  log "Stage 2: ${token_type} tokenizer on the paired transcripts and the unpaired text"
+  stk tokenizer train data/paired_low/text data/text_unpaired/text --out ${tok} --vocab-size ${vocab_size} --model-type ${token_type}
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
