@@ -561,10 +561,10 @@ def test_bg_runs_jobs_side_by_side_and_reports_failures(tmp_path, jobs):
         jobs={jobs} OMP_NUM_THREADS=2
         . {UTILS}/lib/bg.sh
         job() {{ echo "$1 start $OMP_NUM_THREADS" >> log; sleep 0.5; echo "$1 end" >> log; }}
-        bg job a; bg job b
+        bg_run job a; bg_run job b
         bg_wait
         echo waited >> log
-        bg false; bg job c
+        bg_run false; bg_run job c
         bg_wait || echo "failed $?" >> log
         """)
     proc = sh(["bash", str(script)], cwd=tmp_path)

@@ -224,7 +224,8 @@ class RNNTHead(nn.Module):
         # The loss reads only log p(blank) and log p(next token) at each lattice point, so the
         # lattice handed to torchaudio is (B, T, U + 1, 2): [blank, next token], normalised here
         # (log_softmax + gather, differentiated by autograd). Same loss and gradients as the full
-        # (B, T, U + 1, V) lattice, with a V/2 times smaller recursion (3-4x faster on CPU).
+        # (B, T, U + 1, V) lattice, with a V/2 times smaller recursion (the loss runs 2-3x faster
+        # on CPU: bench/rnnt_loss.py).
         lp = self.logits(enc, tgt).float().log_softmax(-1)
         nxt = torch.cat([tgt, tgt.new_full((B, 1), self.blank)], dim=1)  # (B, U + 1): token after u
         two = torch.cat([lp[..., self.blank:self.blank + 1],

@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# bg CMD [ARG ...] / bg_wait -- run a recipe stage's independent jobs (training runs, decodes)
+# bg_run CMD [ARG ...] / bg_wait -- run a recipe stage's independent jobs (training runs, decodes)
 # side by side, at most ${jobs:-1} at a time.
 #
 #   . utils/lib/bg.sh
-#   for v in a b c; do bg stk_train conf/x.yaml exp/${v}; done
+#   for v in a b c; do bg_run stk_train conf/x.yaml exp/${v}; done
 #   bg_wait     # waits for all of them; fails (listing which) if any failed
 #
-# With jobs=1 (the default) `bg` runs CMD in the foreground. With jobs=N > 1 each job gets
+# With jobs=1 (the default) `bg_run` runs CMD in the foreground. With jobs=N > 1 each job gets
 # OMP_NUM_THREADS/N threads (at least 1), so N one-thread jobs share the cores instead of
 # N multi-thread jobs fighting over them. Through the Slurm backend of cmd.sh the N jobs are
 # N concurrent submissions. Jobs must not depend on each other: call bg_wait before a job that
@@ -14,7 +14,7 @@
 _bg_pids=()
 _bg_names=()
 
-bg() {
+bg_run() {
   local n=${jobs:-1}
   if [ "${n}" -le 1 ]; then
     "$@"

@@ -34,7 +34,7 @@ corpus_dir=${corpus_dir:-../corpus/${size}}
 tok=data/token/${token_type}
 read -r -a extra <<< "${train_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
-. utils/lib/bg.sh     # bg CMD ... / bg_wait: up to ${jobs} runs side by side
+. utils/lib/bg.sh     # bg_run CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
 log "$0 $*"
 
@@ -60,7 +60,7 @@ fi
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features and global CMVN"
   for x in speech_unpaired paired_low dev st_train st_dev; do
-    bg ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
+    bg_run ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
   bg_wait
   stk data cmvn dump/speech_unpaired --out dump/cmvn.json
@@ -83,7 +83,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: pre-training ${v}"
     opts=(model.conf.variant=${v})
     [ "${v}" = speech-only ] && opts+=(data.train.paired.batch.ratio=0 data.train.text.batch.ratio=0 "data.valid.int_seqs={}")
-    bg train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
+    bg_run train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
   done
   bg_wait
 fi
@@ -94,8 +94,8 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     [ "${row}" != scratch ] && st_init=("init=[{path: ${w}, src: encoder., dst: encoder.}]") asr_init=("${st_init[@]}")
     [ "${row}" = maestro ] && asr_init=("init=[{path: ${w}, src: encoder., dst: encoder.}, {path: ${w}, src: rnnt., dst: rnnt.}]")
     log "Stage 5: fine-tune RNN-T ASR and ST from ${row}"
-    bg train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
-    bg train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
+    bg_run train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
+    bg_run train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
   done
   bg_wait
 fi
@@ -117,7 +117,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: package and decode (RNN-T greedy and beam ${beam_size}; ST attention beam)"
   for dir in exp/*_asr exp/*_st; do
     [ -f "${dir}/.done" ] || continue
-    bg decode_all "${dir}"
+    bg_run decode_all "${dir}"
   done
   bg_wait
 fi

@@ -31,7 +31,7 @@ tok=data/token/char
 read -r -a extra <<< "${train_opts}"
 labels() { cut -d' ' -f2 "$1" | sort -u | paste -sd, -; }
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
-. utils/lib/bg.sh     # bg CMD ... / bg_wait: up to ${jobs} runs side by side
+. utils/lib/bg.sh     # bg_run CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
 log "$0 $*"
 
@@ -57,7 +57,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features and global CMVN"
   for x in speech_train paired_train dev st_train st_dev real_train real_dev; do
     stk data validate data/${x}
-    bg ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
+    bg_run ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
   bg_wait
   stk data cmvn dump/speech_train --out dump/cmvn.json
@@ -74,7 +74,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     log "Stage 3: pre-training ${v}"
     opts=(model.conf.variant=${v})
     [ "${v}" = w2v-bert ] && opts+=(data.train.text.batch.ratio=0 data.train.paired.batch.ratio=0)
-    bg train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
+    bg_run train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
   done
   bg_wait
 fi
@@ -91,11 +91,11 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
       [ "${row}_${task}" = scratch_probe ] && continue
       log "Stage 4: fine-tune ${task} from ${row}"
       case ${task} in
-        st)     bg train conf/finetune_st.yaml exp/${row}_st "${init[@]}" ;;
-        asr)    bg train conf/finetune_asr.yaml exp/${row}_asr "${init[@]}" ;;
-        intent) bg train conf/finetune_cls.yaml exp/${row}_intent "${init[@]}" "${intent[@]}" ;;
-        lid)    bg train conf/finetune_cls.yaml exp/${row}_lid "${init[@]}" "${lid[@]}" ;;
-        probe)  bg train conf/finetune_asr.yaml exp/${row}_probe "${init[@]}" "freeze=[encoder.]" ;;
+        st)     bg_run train conf/finetune_st.yaml exp/${row}_st "${init[@]}" ;;
+        asr)    bg_run train conf/finetune_asr.yaml exp/${row}_asr "${init[@]}" ;;
+        intent) bg_run train conf/finetune_cls.yaml exp/${row}_intent "${init[@]}" "${intent[@]}" ;;
+        lid)    bg_run train conf/finetune_cls.yaml exp/${row}_lid "${init[@]}" "${lid[@]}" ;;
+        probe)  bg_run train conf/finetune_asr.yaml exp/${row}_probe "${init[@]}" "freeze=[encoder.]" ;;
       esac
     done
   done
@@ -117,10 +117,10 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   for dir in exp/*_st exp/*_asr exp/*_probe exp/*_intent exp/*_lid; do
     [ -f "${dir}/.done" ] || continue
     case ${dir} in
-      *_st) bg decode_all "${dir}" attention st_synth_test st_real_test ;;
-      *_asr|*_probe) bg decode_all "${dir}" ctc_greedy ${test_sets} ;;
-      *_intent) bg decode_all "${dir}" classify real_test ;;
-      *_lid) bg decode_all "${dir}" classify ${test_sets} ;;
+      *_st) bg_run decode_all "${dir}" attention st_synth_test st_real_test ;;
+      *_asr|*_probe) bg_run decode_all "${dir}" ctc_greedy ${test_sets} ;;
+      *_intent) bg_run decode_all "${dir}" classify real_test ;;
+      *_lid) bg_run decode_all "${dir}" classify ${test_sets} ;;
     esac
   done
   bg_wait
@@ -128,7 +128,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: zero-shot text->text translation with the speech-only ST models (source text in)"
-  for dir in exp/*_st; do bg zeroshot "${dir}"; done
+  for dir in exp/*_st; do bg_run zeroshot "${dir}"; done
   bg_wait
 fi
 
