@@ -323,6 +323,12 @@ def test_acc_scoring_errors(cls):
     Path("bad/odd").write_text("".join(f"{l.split()[0]} {'low' if i else 'medium'}\n" for i, l in enumerate(ref)))
     res = runner.invoke(app, ["score", "--metric", "acc", "train/utt2intent", "bad/odd"])
     assert res.exit_code == 0 and "not in the references: medium" in res.output
+    # a model that collapsed to one class absent from a one-label test set scores 0 %, not an error
+    Path("bad/one_ref").write_text("".join(f"{l.split()[0]} en\n" for l in ref))
+    Path("bad/one_hyp").write_text("".join(f"{l.split()[0]} de\n" for l in ref))
+    res = runner.invoke(app, ["score", "--metric", "acc", "bad/one_ref", "bad/one_hyp", "--json", "bad/one.json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(Path("bad/one.json").read_text())["acc"] == 0.0
 
 
 def test_classifier_decode_errors(cls):
