@@ -71,7 +71,7 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
                 raise ValueError("this model has no RNN-T head")
             if opts.method == "rnnt_greedy":
                 return rnnt_greedy(head, enc, enc_lens)
-            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size)
+            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size, length_normalise=opts.score_norm)
     raise ValueError(f"unknown decoding method {opts.method!r}")
 
 

@@ -112,6 +112,8 @@ def test_transducer_trains_and_decodes(trained):
         assert res.exit_code == 0, res.output
         outs[method] = res.output.splitlines()
         assert len(outs[method]) == 6
+    res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "rnnt_beam", "--no-score-norm"])
+    assert res.exit_code == 0 and len(res.output.splitlines()) == 6, res.output
     res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "attention"])
     assert res.exit_code == 1 and "no attention decoder" in res.output
 

@@ -152,6 +152,16 @@ def test_training_reduces_loss_and_decoders_agree(trained):
     beam = rnnt_beam_search(head, enc, elen, beam_size=3)
     assert greedy == refs
     assert beam == greedy
+    assert rnnt_beam_search(head, enc, elen, beam_size=3, length_normalise=True) == greedy
+
+
+def test_length_normalised_ranking():
+    head = small_head(V=6, E=4, seed=1).eval()
+    enc, lens = torch.randn(2, 7, 4) * 2, torch.tensor([7, 5])
+    for hyps in rnnt_beam_search_hyps(head, enc, lens, beam_size=4, nbest=4, length_normalise=True):
+        # torchaudio's key: score / (len + 1), its token list holding the start symbol too
+        keys = [h.score / (len(h.tokens) + 2) for h in hyps]
+        assert keys == sorted(keys, reverse=True)
 
 
 def test_beam_score_at_least_greedy_score():

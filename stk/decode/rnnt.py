@@ -123,6 +123,9 @@ def rnnt_beam_search_hyps(
     return results
 
 
-def rnnt_beam_search(head: RNNTHead, enc: Tensor, enc_lens: Tensor, beam_size: int = 4) -> list[list[int]]:
+def rnnt_beam_search(
+    head: RNNTHead, enc: Tensor, enc_lens: Tensor, beam_size: int = 4, *, length_normalise: bool = False
+) -> list[list[int]]:
     """Best token ids per utterance from :func:`rnnt_beam_search_hyps`."""
-    return [hyps[0].tokens for hyps in rnnt_beam_search_hyps(head, enc, enc_lens, beam_size)]
+    hyps = rnnt_beam_search_hyps(head, enc, enc_lens, beam_size, length_normalise=length_normalise)
+    return [h[0].tokens for h in hyps]

@@ -78,25 +78,29 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   for x in paired_low dev; do stk align dump/${x} --model exp/align/package; done
 fi
 
+finetune() {  # ROW: RNN-T ASR and ST fine-tuning from scratch or from exp/pretrain_ROW (ASR first: the longer runs)
+  local w=exp/pretrain_$1/model.avg1.safetensors st_init=() asr_init=()
+  [ "$1" != scratch ] && st_init=("init=[{path: ${w}, src: encoder., dst: encoder.}]") asr_init=("${st_init[@]}")
+  [ "$1" = maestro ] && asr_init=("init=[{path: ${w}, src: encoder., dst: encoder.}, {path: ${w}, src: rnnt., dst: rnnt.}]")
+  log "fine-tune RNN-T ASR and ST from $1"
+  bg_run train conf/finetune_asr.yaml exp/$1_asr "${asr_init[@]}"
+  bg_run train conf/finetune_st.yaml exp/$1_st "${st_init[@]}"
+}
+
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
-  for v in ${variants}; do
-    log "Stage 4: pre-training ${v}"
+  log "Stage 4: pre-training ${variants}; the from-scratch fine-tuning runs (stage 5's first row) fill the free slots"
+  for v in $(printf '%s\n' ${variants} | sort); do  # alphabetical: maestro, the longest, first
     opts=(model.conf.variant=${v})
     [ "${v}" = speech-only ] && opts+=(data.train.paired.batch.ratio=0 data.train.text.batch.ratio=0 "data.valid.int_seqs={}")
     bg_run train conf/pretrain.yaml exp/pretrain_${v} "${opts[@]}"
   done
+  finetune scratch
   bg_wait
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-  for row in scratch ${variants}; do
-    w=exp/pretrain_${row}/model.avg1.safetensors st_init=() asr_init=()
-    [ "${row}" != scratch ] && st_init=("init=[{path: ${w}, src: encoder., dst: encoder.}]") asr_init=("${st_init[@]}")
-    [ "${row}" = maestro ] && asr_init=("init=[{path: ${w}, src: encoder., dst: encoder.}, {path: ${w}, src: rnnt., dst: rnnt.}]")
-    log "Stage 5: fine-tune RNN-T ASR and ST from ${row}"
-    bg_run train conf/finetune_asr.yaml exp/${row}_asr "${asr_init[@]}"
-    bg_run train conf/finetune_st.yaml exp/${row}_st "${st_init[@]}"
-  done
+  log "Stage 5: fine-tune RNN-T ASR and ST (from scratch: skipped when stage 4 trained them)"
+  for row in scratch ${variants}; do finetune ${row}; done
   bg_wait
 fi
 
