@@ -37,7 +37,7 @@ class DecodeOptions:
     beam_size: int = 10
     ctc_weight: float = 0.3
     length_penalty: float = 0.0
-    score_norm: bool = True  # rnnt_beam: rank by log-prob / (tokens + 1) (torchaudio's and ESPnet's default)
+    score_norm: bool = True  # rnnt_beam: rank by length-normalised log-prob (torchaudio's hypo_sort_key default)
     maxlen_ratio: float = 0.0
 
 

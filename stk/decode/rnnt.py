@@ -96,7 +96,7 @@ def rnnt_beam_search_hyps(
             non-blank symbols).
         nbest: hypotheses returned per utterance (<= beam_size).
         step_max_tokens: cap on symbols per frame.
-        length_normalise: rank by ``score / (len + 1)`` instead of the log-probability.
+        length_normalise: rank by length-normalised log-probability (see ``make_rnnt_beam_search``).
 
     Returns:
         Per utterance, up to ``nbest`` :class:`Hyp`, best first; ``score`` is torchaudio's

@@ -351,8 +351,9 @@ def make_rnnt_beam_search(
 ) -> torchaudio.models.RNNTBeamSearch:
     """torchaudio's ``RNNTBeamSearch`` over ``TorchaudioRNNT(head, encoder)``.
 
-    ``length_normalise`` ranks final hypotheses by ``score / (len + 1)`` (torchaudio's default);
-    off, they are ranked by log-probability. The model is available as ``search.model``.
+    ``length_normalise`` ranks hypotheses (the per-frame beam and the final list) by
+    ``score / (len + 1)``, torchaudio's default, where its token list also holds the start symbol
+    (``len(stk tokens) + 2`` in the divisor); off, they are ranked by log-probability. The model is available as ``search.model``.
     """
     if step_max_tokens < 1:
         raise ValueError(f"step_max_tokens must be >= 1, got {step_max_tokens}")
