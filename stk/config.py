@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,6 +23,9 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import yaml
 
 T = TypeVar("T")
+
+# YAML 1.2 floats that PyYAML's YAML 1.1 resolver leaves as strings (``2e-3``, ``1E5``, ``1.0e5``)
+_FLOAT_STR = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,8 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
         kt, vt = get_args(tp) or (Any, Any)
         return {check_value(k, kt, f"{where}.<key>"): check_value(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _FLOAT_STR.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {type(value).__name__} ({value!r})")
         return float(value)
@@ -164,7 +170,12 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            raise ConfigError(f"override {item!r}: invalid YAML value (tags such as !!python/... are refused): "
+                              f"{reason}") from None
     return from_dict(cls, data)
 
 

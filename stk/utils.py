@@ -20,15 +20,32 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def current_umask() -> int:
+    """The process umask (from /proc where it is shown; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through a temporary file in the same directory, fsync, then rename.
 
-    A reader (or a job killed half-way) never sees a half-written file.
+    A reader (or a job killed half-way) never sees a half-written file. The file gets the mode a
+    plain ``open(path, "w")`` would give (``0o666`` less the umask: 0644 under umask 022), not
+    ``mkstemp``'s private 0600, so colleagues on shared storage can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

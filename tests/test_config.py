@@ -84,3 +84,25 @@ def test_check_call_kwargs_on_function():
     assert check_call_kwargs(f, {"a": 1, "b": [1, 2]}, "f") == {"a": 1, "b": [1, 2]}
     with pytest.raises(ConfigError, match=r"f.b\[1\]"):
         check_call_kwargs(f, {"a": 1, "b": [1, "x"]}, "f")
+
+
+@pytest.mark.parametrize("raw, value", [("2e-3", 0.002), ("1E5", 1e5), ("-3.5e+2", -350.0), ("1.0e5", 1e5)])
+def test_float_in_exponent_notation_is_accepted(tmp_path, raw, value):
+    # PyYAML (YAML 1.1) reads 2e-3 as a *string*; a float field takes it as the float YAML 1.2 means
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: a\ninner: {{rate: {raw}}}\n")
+    assert load_config(Outer, p).inner.rate == pytest.approx(value)
+    assert load_config(Outer, tmp_path / "c.yaml", [f"inner.rate={raw}"]).inner.rate == pytest.approx(value)
+    with pytest.raises(ConfigError, match="expected float"):
+        from_dict(Outer, {"name": "x", "inner": {"rate": "fast"}})
+    with pytest.raises(ConfigError, match="expected int"):
+        from_dict(Outer, {"name": "x", "inner": {"n": "2e3"}})
+
+
+def test_yaml_tag_in_override_is_a_config_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\n")
+    marker = tmp_path / "pwned"
+    with pytest.raises(ConfigError, match="invalid YAML value"):
+        load_config(Outer, p, [f"name=!!python/object/apply:os.system ['touch {marker}']"])
+    assert not marker.exists()
