@@ -251,3 +251,88 @@ def test_bad_args():
         batch_beam_search(dec, memory, lens, ctc_log_probs=ctc, ctc_weight=1.5, **kw)
     with pytest.raises(ValueError):
         batch_beam_search(dec, memory, lens, ctc_log_probs=ctc, blank=EOS, **kw)
+
+
+class BigramLM:
+    """A table LMScorer: state = last token (sos first)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table  # (V, V) log-probs of the next token given the last
+        self.vocab_size = table.size(0)
+
+    def init_state(self, batch_size):
+        return torch.full((batch_size,), SOS, dtype=torch.long)
+
+    def score(self, state):
+        return self.table[state]
+
+    def advance(self, state, tokens):
+        return tokens.clone()
+
+    def select(self, state, index):
+        return state[index]
+
+
+def bigram(seed=5):
+    torch.manual_seed(seed)
+    return BigramLM((torch.randn(V, V) * 2).log_softmax(-1))
+
+
+def test_lm_fusion_beam_one_is_greedy_on_the_fused_score():
+    dec, memory, _ = make(B=2)
+    lm = bigram()
+    w = 0.7
+    out = batch_beam_search(dec, memory, torch.tensor([9, 9]), sos=SOS, eos=EOS, beam_size=1, ctc_weight=0.0,
+                            maxlen=6, lm=lm, lm_weight=w)
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    for b in range(2):
+        ys, score = [SOS], 0.0
+        with torch.no_grad():
+            for step in range(7):
+                fused = dec.forward_full(torch.tensor([ys]), memory[b : b + 1], mask)[0, -1] + w * lm.table[ys[-1]]
+                tok = EOS if step == 6 else int(fused.argmax())
+                score += float(fused[tok])
+                if tok == EOS:
+                    break
+                ys.append(tok)
+        assert out[b][0].tokens == ys[1:]
+        assert out[b][0].score == pytest.approx(score, abs=1e-4)
+
+
+def test_lm_weight_zero_changes_nothing_and_a_strong_lm_decides():
+    dec, memory, ctc = make(B=2, T=10, seed=6)
+    lens = torch.tensor([10, 8])
+    kw = dict(sos=SOS, eos=EOS, beam_size=4, ctc_log_probs=ctc, ctc_weight=0.3, nbest=2)
+    plain = batch_beam_search(dec, memory, lens, **kw)
+    zero = batch_beam_search(dec, memory, lens, lm=bigram(), lm_weight=0.0, **kw)
+    assert [[h.tokens for h in o] for o in plain] == [[h.tokens for h in o] for o in zero]
+    # an LM that spells 3 4 5 <eos> with certainty wins at a large weight
+    table = torch.full((V, V), -30.0)
+    for a, b in [(SOS, 3), (3, 4), (4, 5), (5, EOS)]:
+        table[a, b] = 0.0
+    out = batch_beam_search(dec, memory, lens, lm=BigramLM(table), lm_weight=5.0, **{**kw, "ctc_weight": 0.0})
+    assert [o[0].tokens for o in out] == [[3, 4, 5], [3, 4, 5]]
+
+
+def test_lm_fusion_batched_equals_one_at_a_time_with_transformer_lm():
+    from stk.models.lm import TransformerLM
+
+    torch.manual_seed(7)
+    tlm = TransformerLM(vocab_size=V, d_model=16, num_heads=2, ffn_dim=32, num_layers=1, dropout=0.0).eval()
+    dec, memory, ctc = make(B=3, T=10, seed=8)
+    lens = torch.tensor([10, 6, 9])
+    kw = dict(sos=SOS, eos=EOS, beam_size=3, ctc_weight=0.3, nbest=2, lm_weight=0.5)
+    # (the LM's own <sos/eos> is id 2 and this decoder's V-1: the search only needs matching vocabularies)
+    batched = batch_beam_search(dec, memory, lens, ctc_log_probs=ctc, lm=tlm.scorer(), **kw)
+    for b in range(3):
+        n = int(lens[b])
+        (alone,) = batch_beam_search(dec, memory[b : b + 1, :n], lens[b : b + 1], ctc_log_probs=ctc[b : b + 1, :n],
+                                     lm=tlm.scorer(), **kw)
+        assert [h.tokens for h in batched[b]] == [h.tokens for h in alone]
+        for x, y in zip(batched[b], alone):
+            assert x.score == pytest.approx(y.score, abs=1e-4)
+    with pytest.raises(ValueError, match="lm_weight > 0 needs an lm"):
+        batch_beam_search(dec, memory, lens, ctc_log_probs=ctc, **kw)
+    with pytest.raises(ValueError, match="LM vocabulary"):
+        small = TransformerLM(vocab_size=V - 1, d_model=16, num_heads=2, ffn_dim=32, num_layers=1).eval()
+        batch_beam_search(dec, memory, lens, ctc_log_probs=ctc, lm=small.scorer(), **kw)

@@ -3,11 +3,14 @@
 All ``B x beam`` hypotheses advance together: one decoder call per output step, one vectorised
 CTC prefix-score computation per step. The score of extending hypothesis ``h`` by token ``c`` is
 
-    (1 - ctc_weight) * log p_att(c | h, x) + ctc_weight * (psi(h c) - psi(h)) + length_penalty
+    (1 - ctc_weight) * log p_att(c | h, x) + ctc_weight * (psi(h c) - psi(h))
+        + lm_weight * log p_lm(c | h) + length_penalty
 
 where ``psi(h)`` is the CTC prefix probability (all label sequences starting with ``h``), and
 ``psi(h <eos>)`` the CTC probability of exactly ``h`` (Watanabe et al., 2017). Summed over a
-finished hypothesis the CTC terms telescope to its CTC log-likelihood.
+finished hypothesis the CTC terms telescope to its CTC log-likelihood. The LM term is shallow
+fusion with an external language model (an :class:`~stk.decode.lm.LMScorer`, e.g. a
+:class:`~stk.models.lm.TransformerLM`; ``log p_lm(<eos> | h)`` ends a hypothesis).
 
 Decoder protocol (``decoder.score_step``)::
 
@@ -22,6 +25,8 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from stk.decode.lm import LMScorer
 
 __all__ = ["Hyp", "StepDecoder", "CTCPrefixState", "CTCPrefixScorer", "batch_beam_search"]
 
@@ -175,7 +180,11 @@ class CTCPrefixScorer:
 
 def _check_args(memory: Tensor, memory_lengths: Tensor, ctc_log_probs: Tensor | None, decoder: object | None,
                 sos: int, eos: int, beam_size: int, ctc_weight: float, blank: int, maxlen_ratio: float,
-                maxlen: int | None, nbest: int) -> None:
+                maxlen: int | None, nbest: int, lm: LMScorer | None = None, lm_weight: float = 0.0) -> None:
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    if lm_weight > 0 and lm is None:
+        raise ValueError("lm_weight > 0 needs an lm")
     if memory.dim() != 3:
         raise ValueError(f"memory must be (B, T, D), got {tuple(memory.shape)}")
     B, T, _ = memory.shape
@@ -220,6 +229,8 @@ def batch_beam_search(
     maxlen: int | None = None,
     length_penalty: float = 0.0,
     nbest: int = 1,
+    lm: LMScorer | None = None,
+    lm_weight: float = 0.0,
 ) -> list[list[Hyp]]:
     """Joint CTC/attention beam search, batched over utterances and beams.
 
@@ -238,6 +249,9 @@ def batch_beam_search(
         maxlen: at most this many tokens (eos excluded); by default ``T_b`` (ratio 0).
         length_penalty: added per emitted token, eos included (> 0 favours longer outputs).
         nbest: hypotheses returned per utterance.
+        lm: external LM for shallow fusion (same token ids as the decoder; its ``eos`` is ``eos``).
+        lm_weight: weight of the LM log-probability (0: no fusion). With an attention decoder the
+            pre-beam ranks tokens by ``(1 - ctc_weight) * att + lm_weight * lm``.
 
     Returns:
         Per utterance up to ``nbest`` :class:`Hyp`, best first. Scores are the weighted sums above.
@@ -250,7 +264,7 @@ def batch_beam_search(
     leave the batch.
     """
     _check_args(memory, memory_lengths, ctc_log_probs, decoder, sos, eos, beam_size, ctc_weight, blank,
-                maxlen_ratio, maxlen, nbest)
+                maxlen_ratio, maxlen, nbest, lm, lm_weight)
     B = memory.size(0)
     device = memory.device
     lengths = memory_lengths.to(device=device, dtype=torch.long)
@@ -280,6 +294,8 @@ def batch_beam_search(
     scores = torch.zeros(B, dtype=torch.float64, device=device)
     cache: list[Tensor] | None = None
     mem_rows, mask_rows = mem, mem_mask
+    use_lm = lm is not None and lm_weight > 0
+    lm_state = lm.init_state(B) if use_lm else None
 
     step = 0
     while True:
@@ -293,8 +309,14 @@ def batch_beam_search(
                 raise ValueError(f"decoder vocabulary {V} != CTC vocabulary {scorer.x.size(-1)}")
         else:
             V = scorer.x.size(-1)
+        lm_lp = None
+        if use_lm:
+            lm_lp = lm.score(lm_state).to(device)
+            if lm_lp.size(-1) != V:
+                raise ValueError(f"LM vocabulary {lm_lp.size(-1)} != decoder vocabulary {V}")
         if use_att and use_ctc and pre_beam < V:
-            cand = att.topk(pre_beam, dim=-1).indices  # (N, K)
+            pre = att if lm_lp is None else (1.0 - ctc_weight) * att + lm_weight * lm_lp
+            cand = pre.topk(pre_beam, dim=-1).indices  # (N, K)
         else:
             cand = torch.arange(V, device=device).expand(N, V)
         forced = (max_tokens[active] <= step).repeat_interleave(S)  # (N,) only eos allowed
@@ -304,6 +326,8 @@ def batch_beam_search(
         cs = scores[:, None] + length_penalty
         if use_att:
             cs = cs + (1.0 - ctc_weight) * att.gather(1, cand).double()
+        if use_lm:
+            cs = cs + lm_weight * lm_lp.gather(1, cand).double()
         psi = None
         if use_ctc:
             psi = scorer.score(state, cand)
@@ -333,6 +357,8 @@ def batch_beam_search(
         if use_ctc:
             psi_sel = psi.reshape(Ba, S * K).gather(1, top_i).reshape(-1)
             state = scorer.extend(state, src, tok, psi_sel)
+        if use_lm:
+            lm_state = lm.advance(lm.select(lm_state, src), tok)
         if S_new != S:
             S = S_new
             mem_rows = mem.repeat_interleave(S, dim=0)
@@ -368,6 +394,8 @@ def batch_beam_search(
             if use_ctc:
                 scorer.keep(keep, num_frames)
                 state = state.select(rows, num_frames)
+            if use_lm:
+                lm_state = lm.select(lm_state, rows)
 
     out: list[list[Hyp]] = []
     for hyps in ended:
