@@ -8,7 +8,8 @@
 * :func:`save_weights` / :func:`load_weights`: a bare ``state_dict`` as ``.safetensors`` for
   packaged models.
 * :func:`average_checkpoints` / :func:`average_best` average model weights of checkpoints;
-  :func:`prune_checkpoints` deletes all but a chosen set.
+  :func:`prune_checkpoints` deletes all but a chosen set (of the files the caller wrote).
+* Every read error is a :class:`CheckpointError` with a one-line message naming the file.
 """
 
 from __future__ import annotations
@@ -47,15 +48,41 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     _fsync_dir(path.parent)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file cannot be read (truncated, foreign, or a pickle that would run code).
+
+    The message is one line naming the file.
+    """
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises :class:`CheckpointError` (a ``RuntimeError``) naming the file when it is truncated, not
+    a checkpoint, or a pickle that needs anything beyond tensors and plain types (which would run code).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+        import re
+
+        msg = str(e)
+        m = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|Trying to [^\n]*?(?=\.?\n|\.?$))", msg)
+        if "Weights only load failed" in msg or "WeightsUnpickler" in msg:
+            why = m.group(1) if m else msg.splitlines()[0]
+            raise CheckpointError(
+                f"refusing to load {path}: it is a pickle that needs more than tensors and plain types "
+                f"({why}); stk loads checkpoints with weights_only=True and never runs code from a file") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {_one_line(e)} "
+                              "(truncated, or not a checkpoint written by stk/torch.save)") from None
 
 
 def link_last(directory: str | Path, target: str | Path, name: str = "last.pt") -> Path:
@@ -138,7 +165,11 @@ def load_weights(path: str | Path, device: str = "cpu") -> dict[str, torch.Tenso
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weights not found: {path}")
-    return load_file(str(path), device=device)
+    try:
+        return load_file(str(path), device=device)
+    except Exception as e:  # safetensors raises SafetensorError / OSError / ValueError for foreign or cut files
+        raise CheckpointError(f"cannot read {path} as safetensors (truncated, or not a safetensors file: stk "
+                              f"never unpickles weights): {type(e).__name__}: {_one_line(e)}") from None
 
 
 # -- averaging and pruning -----------------------------------------------------------------------
@@ -148,9 +179,14 @@ def _model_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return load_weights(path)
     ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: not a checkpoint or state_dict (it holds a {type(ckpt).__name__})")
     if "model" in ckpt and isinstance(ckpt["model"], Mapping):
-        return dict(ckpt["model"])
-    return ckpt
+        ckpt = ckpt["model"]
+    bad = [k for k, v in ckpt.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not model weights ({bad[0]!r} is a {type(ckpt[bad[0]]).__name__}, not a tensor)")
+    return dict(ckpt)
 
 
 def average_checkpoints(paths: Iterable[str | Path]) -> dict[str, torch.Tensor]:
@@ -182,15 +218,21 @@ def average_checkpoints(paths: Iterable[str | Path]) -> dict[str, torch.Tensor]:
     return out
 
 
-def prune_checkpoints(directory: str | Path, keep: Iterable[str | Path], pattern: str = "step*.pt") -> list[Path]:
+def prune_checkpoints(directory: str | Path, keep: Iterable[str | Path], pattern: str = "step*.pt", *,
+                      only: Iterable[str | Path] | None = None) -> list[Path]:
     """Delete checkpoint files matching ``pattern`` that are not in ``keep`` (names or paths).
 
-    Also removes temporary files left by interrupted saves. Returns the deleted paths.
+    ``only``: delete nothing but these names (the trainer passes the checkpoints its own rotation
+    wrote, so a file it did not write is never removed). Also removes temporary files left by
+    interrupted saves. Returns the deleted paths.
     """
     directory = Path(directory)
     keep_names = {Path(k).name for k in keep}
+    allowed = None if only is None else {Path(k).name for k in only}
     removed = []
     for p in sorted(directory.glob(pattern)):
+        if allowed is not None and p.name not in allowed:
+            continue
         if p.name not in keep_names and not p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(p)
@@ -236,17 +278,59 @@ def average_best(exp_dir: str | Path, n: int) -> dict[str, torch.Tensor]:
     return average_checkpoints(chosen)
 
 
-def latest_checkpoint(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """``(path, state)`` of ``last.pt``, else of the newest loadable ``step*.pt``; None if none."""
+def find_latest(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any], list[Path]] | None:
+    """``(path, state, unreadable)`` of the newest readable checkpoint: ``last.pt``, else the newest
+    loadable ``step*.pt``; ``unreadable`` lists the newer files that failed to load. None if the
+    directory holds no checkpoint; :class:`CheckpointError` naming the files if none is readable."""
     ckpt_dir = Path(ckpt_dir)
     cands = [ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").exists() else []
     cands += sorted(ckpt_dir.glob("step*.pt"), reverse=True)
+    bad: list[Path] = []
+    errors: list[str] = []
     for p in cands:
+        if p.resolve() in bad:
+            continue
         try:
-            return p.resolve(), load_checkpoint(p, map_location="cpu")
+            return p.resolve(), load_checkpoint(p, map_location="cpu"), bad
         except (RuntimeError, FileNotFoundError) as e:
             log.warning("skipping unreadable checkpoint %s: %s", p, e)
+            bad.append(p.resolve())
+            errors.append(p.name)
+    if bad:
+        raise CheckpointError(
+            f"{ckpt_dir}: no checkpoint is readable ({', '.join(errors)}); nothing was changed. Move them away "
+            "or start over on purpose with `stk train --restart` (which keeps them in checkpoints.prev*)")
     return None
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, state)`` of ``last.pt``, else of the newest loadable ``step*.pt``; None if there is
+    none; :class:`CheckpointError` if there are checkpoints but none is readable."""
+    found = find_latest(ckpt_dir)
+    return None if found is None else found[:2]
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], got: Mapping[str, Any]) -> str | None:
+    """One line describing how ``got`` (weights from a file) fails to fit ``expected`` (a model's
+    ``state_dict``): missing and unexpected names, shape differences; None when it fits."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)} in the model" for k, v in expected.items()
+              if k in got and isinstance(got[k], torch.Tensor) and tuple(got[k].shape) != tuple(v.shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {'; '.join(shapes[:2])}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
+    return "; ".join(parts) or None
+
+
+def non_finite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of floating-point parameters and buffers of ``module`` holding NaN or inf."""
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
 
 
 def plot_history(history: Mapping[str, list[list[float]]], path: str | Path) -> None:

@@ -14,6 +14,19 @@ the batch's data stream. Outputs in ``exp_dir``: ``checkpoints/step*.pt`` + ``la
 (weights, optimizer, scheduler, data position, RNG states of main-process randomness: dropout,
 ``__getitem__`` with ``num_workers=0``; loader workers are re-seeded). Multi-task models whose
 streams use different parameters need ``find_unused_parameters: true`` under DDP.
+
+Nothing is lost, nothing is silently wrong:
+
+* an unreadable newest checkpoint is set aside (``*.unreadable``) and the run resumes from the
+  newest readable one; if none is readable, :class:`~stk.checkpoint.CheckpointError` (``resume:
+  false`` starts over, moving the old ``checkpoints/`` to ``checkpoints.prev<N>/``);
+* the keep-N rotation deletes only checkpoints it wrote itself;
+* a skipped (non-finite) step leaves every persistent buffer (BatchNorm statistics, quantiser
+  counters) as it was before the step, and a non-finite parameter or buffer at save time raises
+  :class:`NonFiniteStateError` instead of writing it; a non-finite valid loss is never "best";
+* SIGTERM/SIGINT (Slurm preemption, Ctrl-C): the current step finishes, a checkpoint is written
+  and :class:`TrainingInterrupted` is raised (``stk train`` exits with :data:`EXIT_INTERRUPTED`);
+  the next run resumes exactly. A second SIGINT aborts at once.
 """
 
 from __future__ import annotations
@@ -23,7 +36,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +48,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stk.checkpoint import (average_best, latest_checkpoint, link_last, plot_history,  # noqa: F401
-                            prune_checkpoints, rng_state, save_checkpoint, seed_everything, select_keep,
-                            set_rng_state)
+from stk.checkpoint import (CheckpointError, average_best, find_latest, latest_checkpoint,  # noqa: F401
+                            link_last, non_finite_tensors, plot_history, prune_checkpoints, rng_state,
+                            save_checkpoint, seed_everything, select_keep, set_rng_state, state_mismatch)
 from stk.config import from_dict, save_config
 from stk.data.mixing import MixedStreams
 from stk.data.sampler import BatchConfig, make_loader, make_sampler
@@ -106,6 +121,31 @@ class TrainerConfig:
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """A parameter or buffer holds NaN/inf at save time (the checkpoint is not written)."""
+
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after writing a checkpoint; run again to resume
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT: the step finished and a checkpoint was written; ``signum`` is the signal."""
+
+    def __init__(self, signum: int, path: Path | None) -> None:
+        self.signum, self.path = signum, path
+        super().__init__(f"stopped by {signal.Signals(signum).name} after writing {path}; run the same command "
+                         "again to resume")
+
+
+def _persistent_buffers(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    out = []
+    for mod in model.modules():
+        for name, buf in mod._buffers.items():
+            if buf is not None and name not in mod._non_persistent_buffers_set:
+                out.append((mod, name))
+    return out
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -191,11 +231,19 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, s + 1, total))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = self.nan_skipped = self.consecutive_bad = 0
+        self._first_bad_ids: list[Any] = []
+        self._stop_signal: int | None = None
+        self._stop = False
+        self._buffers = _persistent_buffers(self.model)
+        self._buffer_snapshot: list[torch.Tensor] | None = None
+        self._rotation: set[str] = set()  # checkpoint names written by this run's rotation (and its resumed bookkeeping)
         self.best: dict[str, float | None] = {}  # kept checkpoint name -> its valid loss
         self.history: dict[str, list[list[float]]] = {"train": [], "valid": []}
         self.last_valid: tuple[int, dict[str, float]] | None = None
         self.last_train_loss: float | None = None
         self._saved_step, self._pending_rng, self._writer, self._interval = -1, None, None, {}
+        if not config.resume:
+            self._set_aside_old_checkpoints()
         self.resumed_from = self._resume() if config.resume else None
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         if self.world > 1:
@@ -203,13 +251,31 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters)
 
+    def _set_aside_old_checkpoints(self) -> None:
+        """``resume: false``: keep an earlier run's checkpoints (moved to ``checkpoints.prev<N>``)."""
+        if self.rank != 0 or not self.ckpt_dir.is_dir() or not any(self.ckpt_dir.glob("*.pt")):
+            return
+        n = 1
+        while (dest := self.ckpt_dir.with_name(f"checkpoints.prev{n}")).exists():
+            n += 1
+        self.ckpt_dir.rename(dest)
+        log.warning("starting over (resume off): the earlier checkpoints were moved to %s", dest)
+
     def _resume(self) -> Path | None:
-        found = latest_checkpoint(self.ckpt_dir)
+        found = find_latest(self.ckpt_dir)
         if found is None:
             return None
-        path, ck = found
+        path, ck, unreadable = found
+        mismatch = state_mismatch(self.model.state_dict(), ck.get("model", {}))
+        if mismatch:
+            raise CheckpointError(f"{path} does not fit the model built from the config ({mismatch}); change the "
+                                  "config back, or use another exp dir")
         self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: its optimizer state does not fit the trained parameters (was `freeze` "
+                                  f"changed?): {e}") from None
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.amp and "scaler" in ck:
             self.scaler.load_state_dict(ck["scaler"])
@@ -224,19 +290,37 @@ class Trainer:
         else:
             log.warning("checkpoint has RNG states of %d ranks, running %d: reseeding", len(ck["rng"]), self.world)
             seed_everything(self.cfg.seed + self.rank + 7919 * self.step)
+        self._rotation = set(self.best)
+        if self.rank == 0 and unreadable:
+            for p in unreadable:
+                if p.exists() and not p.is_symlink() and p.name != "last.pt":
+                    aside = p.with_name(p.name + ".unreadable")
+                    p.rename(aside)
+                    log.warning("unreadable checkpoint %s kept as %s (never deleted)", p, aside.name)
+            if path.name != "last.pt":
+                link_last(self.ckpt_dir, path.name)
         log.info("resumed from %s (epoch %d, step %d)", path, self.data.epoch + 1, self.step)
         return path
 
     def _save(self, mixer_state: dict[str, Any], plot: bool = False) -> None:
         """Checkpoint (collective: every rank calls it; rank 0 writes), and redraw ``loss.png``."""
+        bad = non_finite_tensors(self.model)
+        if bad:
+            raise NonFiniteStateError(
+                f"step {self.step}: non-finite values in {len(bad)} tensor(s), e.g. {', '.join(bad[:3])}; the "
+                f"checkpoint was not written (earlier ones in {self.ckpt_dir} are kept)")
         rngs = _gather(rng_state())
         name = f"step{self.step:08d}.pt"
         valid = self.last_valid[1]["loss"] if self.last_valid and self.last_valid[0] == self.step else None
+        if valid is not None and not math.isfinite(valid):
+            log.warning("step %d: valid loss is %s; %s is kept but never counted as best", self.step, valid, name)
+            valid = None
         if valid is not None or name not in self.best:
             self.best[name] = valid
         keep = select_keep(self.best, nbest=self.cfg.keep_nbest, last=name)
         self.best = {k: v for k, v in self.best.items() if k in keep}
         self._saved_step = self.step
+        rotation, self._rotation = self._rotation | {name}, set(keep)
         if self.rank != 0:
             return
         lv = {"step": self.last_valid[0], "stats": self.last_valid[1]} if self.last_valid else None
@@ -250,11 +334,24 @@ class Trainer:
         }
         if self.amp:
             state["scaler"] = self.scaler.state_dict()
-        save_checkpoint(self.ckpt_dir / name, state)
+        try:
+            save_checkpoint(self.ckpt_dir / name, state)
+        except OSError as e:
+            raise CheckpointError(f"cannot write checkpoint {self.ckpt_dir / name}: {e.strerror or e}; no partial "
+                                  f"file was left and the earlier checkpoints are kept") from None
         link_last(self.ckpt_dir, name)
-        prune_checkpoints(self.ckpt_dir, keep)
+        prune_checkpoints(self.ckpt_dir, keep, only=rotation)
         if plot:
             plot_history(self.history, self.exp_dir / "loss.png")
+
+    def _snapshot_buffers(self) -> None:
+        self._buffer_snapshot = [m._buffers[n].detach().clone() for m, n in self._buffers]
+
+    def _restore_buffers(self) -> None:
+        if self._buffer_snapshot is not None:
+            with torch.no_grad():
+                for (m, n), saved in zip(self._buffers, self._buffer_snapshot):
+                    m._buffers[n].copy_(saved)
 
     def _forward_backward(self, name: str, batch: dict[str, Any], sync: bool) -> tuple[bool, list[Any]]:
         utt_ids = list(batch.get("utt_ids", []))
@@ -281,29 +378,34 @@ class Trainer:
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
         local_bad = not all_finite or (not self.amp and not math.isfinite(norm))
-        bad = local_bad
-        if self.world > 1:
-            flag = torch.tensor([float(bad)], device=self.device)
+        bad, self._stop = local_bad, self._stop_signal is not None
+        if self.world > 1:  # one collective for both flags: every rank skips together and stops together
+            flag = torch.tensor([float(bad), float(self._stop)], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            bad = bool(flag.item() > 0)
+            bad, self._stop = bool(flag[0].item() > 0), bool(flag[1].item() > 0)
         if bad:
+            self._restore_buffers()  # the forward pass already moved BatchNorm statistics
             self.optimizer.zero_grad(set_to_none=True)
             if self.amp:
                 self.scaler.update()
             self.nan_skipped, self.consecutive_bad = self.nan_skipped + 1, self.consecutive_bad + 1
             ids = [u for part in _gather(utt_ids if local_bad else []) for u in part]
+            if self.consecutive_bad == 1:
+                self._first_bad_ids = ids
             log.warning("non-finite loss/grad at step %d: step skipped (%d in total, %d in a row); utt_ids: %s",
                         self.step + 1, self.nan_skipped, self.consecutive_bad, ids)
             if self.consecutive_bad >= self.cfg.max_bad_steps:
+                first = ", ".join(map(str, self._first_bad_ids[:8])) or "unknown"
                 raise NonFiniteLossError(
-                    f"{self.consecutive_bad} consecutive steps with a non-finite loss or gradient (last utt_ids: "
-                    f"{ids}); lower the learning rate, check the data, or raise trainer.max_bad_steps")
+                    f"{self.consecutive_bad} consecutive steps with a non-finite loss or gradient after step "
+                    f"{self.step} (first offending utterances: {first}); check those utterances, lower the "
+                    "learning rate, or raise trainer.max_bad_steps")
             return False
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step, self.consecutive_bad = self.step + 1, 0
+        self.step, self.consecutive_bad, self._first_bad_ids = self.step + 1, 0, []
         self._interval["_norm"] = self._interval.get("_norm", 0.0) + norm
         self._interval["_steps"] = self._interval.get("_steps", 0) + 1
         return True
@@ -369,6 +471,30 @@ class Trainer:
         self._scalars({f"valid/{k}": v for k, v in result.items()})
         return result
 
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM/SIGINT set a flag checked after each optimizer step (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+            self._stop_signal = signum
+            log.warning("%s received: finishing the current step, then writing a checkpoint and stopping",
+                        signal.Signals(signum).name)
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, on_signal)
+        return previous
+
+    def _interrupt(self) -> None:
+        path = self.ckpt_dir / f"step{self._saved_step:08d}.pt"
+        log.warning("stopped at step %d by %s; checkpoint %s written: run again to resume", self.step,
+                    signal.Signals(self._stop_signal or signal.SIGTERM).name, path)
+        raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, path)
+
     def _done(self) -> bool:
         if self.cfg.max_steps > 0:
             return self.step >= self.cfg.max_steps
@@ -381,6 +507,8 @@ class Trainer:
         n_micro, all_finite, utt_ids = 0, True, []
         for name, batch in self.data:
             is_last = self.data.last_in_epoch()
+            if n_micro == 0 and self._buffers:
+                self._snapshot_buffers()
             n_micro += 1
             final = n_micro == cfg.accum_grad or is_last
             finite, ids = self._forward_backward(name, batch, sync=final)
@@ -390,6 +518,9 @@ class Trainer:
                 continue
             stepped = self._optimizer_step(all_finite, utt_ids)
             n_micro, all_finite, utt_ids = 0, True, []
+            if self._stop and not is_last:  # SIGTERM/SIGINT: this step is done; checkpoint and stop
+                self._save(self.data.state_dict(), plot=True)
+                self._interrupt()
             if not stepped:
                 continue
             if self.step % cfg.log_interval == 0:
@@ -429,6 +560,7 @@ class Trainer:
             set_rng_state(self._pending_rng)
         self._interval = {"_t0": time.time()}
         show = self.rank == 0 and self.cfg.progress and sys.stderr.isatty()
+        previous = self._install_signal_handlers()
         try:
             with Progress(console=Console(stderr=True), disable=not show, transient=True) as progress:
                 while not self._done():
@@ -436,16 +568,20 @@ class Trainer:
                         if not self.cfg.valid_interval_steps and self.valid_data is not None:
                             self.validate()
                         self._save(self.data.state_dict(), plot=True)
+                        if self._stop and not self._done():
+                            self._interrupt()
             if self._saved_step != self.step:
                 self._save(self.data.state_dict(), plot=True)
         finally:
+            for signum, handler_fn in previous.items():
+                signal.signal(signum, handler_fn)
             if self._writer is not None:
                 self._writer.close()
             stk_log.setLevel(prev_level)
             if handler is not None:
                 stk_log.removeHandler(handler)
                 handler.close()
-        scored = sorted((v, k) for k, v in self.best.items() if v is not None)
+        scored = sorted((v, k) for k, v in self.best.items() if v is not None and math.isfinite(v))
         return {"step": self.step, "epoch": self.data.epoch, "train_loss": self.last_train_loss,
                 "valid": self.last_valid[1] if self.last_valid else None,
                 "best_valid_loss": scored[0][0] if scored else None,
@@ -482,10 +618,8 @@ def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None 
     try:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        if rank == 0:
-            save_config({"optim": optim, "trainer": cfg, "batch": bcfg}, Path(exp_dir) / "trainer_config.yaml")
-            if off:
-                log.info("streams disabled by batch.ratio 0: %s", ", ".join(off))
+        if rank == 0 and off:
+            log.info("streams disabled by batch.ratio 0: %s", ", ".join(off))
         kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
         loaders = {name: make_loader(ds, make_sampler(ds, bcfg[name], seed=cfg.seed + 1009 * i, num_replicas=world,
                                                       rank=rank), seed=cfg.seed + i, **kw)
@@ -499,6 +633,8 @@ def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None 
         total = cfg.max_steps or cfg.max_epochs * math.ceil(len(mixer) / cfg.accum_grad)
         runner = Trainer(model, exp_dir=exp_dir, optim=optim, config=cfg, train_data=mixer,
                          valid_data=valid_loader, total_steps=total, device=device)
+        if rank == 0:  # after the resume check: a run that cannot resume leaves the exp dir as it was
+            save_config({"optim": optim, "trainer": cfg, "batch": bcfg}, Path(exp_dir) / "trainer_config.yaml")
         return runner.fit()
     finally:
         log.setLevel(prev_level)

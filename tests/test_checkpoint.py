@@ -137,3 +137,34 @@ def test_sigkill_during_saves_never_leaves_a_corrupt_file(tmp_path):
         bases.append(ck["w"] - ck["step"])
     assert len(bases) == 3
     assert all(torch.allclose(b, bases[0], atol=1e-3) for b in bases)
+
+
+def test_prune_only_touches_the_rotation_and_mismatch_is_described(tmp_path):
+    for name in ("step00000001.pt", "step00000002.pt", "step00000003.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = prune_checkpoints(tmp_path, ["step00000003.pt"], only=["step00000002.pt", "step00000003.pt"])
+    assert [p.name for p in removed] == ["step00000002.pt"]
+    assert (tmp_path / "step00000001.pt").exists()  # not written by this rotation: never deleted
+    from stk.checkpoint import state_mismatch
+
+    model = nn.Linear(3, 4).state_dict()
+    assert state_mismatch(model, model) is None
+    msg = state_mismatch(model, {"weight": torch.zeros(5, 3), "extra": torch.zeros(1)})
+    assert "weight (5, 3) vs (4, 3)" in msg and "missing, e.g. bias" in msg and "unexpected, e.g. extra" in msg
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": {"w": Payload()}}, tmp_path / "evil.pt")
+    from stk.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt.*GLOBAL"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_weights(tmp_path / "evil.pt")
+    assert not marker.exists()
