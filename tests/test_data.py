@@ -66,7 +66,7 @@ def test_text_without_wav_entry(data_dir):
     text = read_kv(data_dir / "text")
     text["spk9-utt999"] = "stray line"
     write_kv(data_dir / "text", text)
-    with pytest.raises(DataDirError, match="text: utterance 'spk9-utt999' has no entry in wav.scp"):
+    with pytest.raises(DataDirError, match="text:5: utterance 'spk9-utt999' has no entry in wav.scp"):
         validate_data_dir(data_dir)
 
 

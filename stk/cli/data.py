@@ -29,14 +29,20 @@ def validate(
     sample_rate: Annotated[int, typer.Option(help="Expected sample rate (0: any).")] = 16000,
     allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands (runs shell commands).")] = False,
     allow_empty_text: Annotated[bool, typer.Option(help="Accept empty transcripts.")] = False,
+    no_spk_sort: Annotated[bool, typer.Option("--no-spk-sort", help="Do not require utt2spk sorted by speaker too (Kaldi's --no-spk-sort; speaker ids need not prefix utterance ids).")] = False,
 ) -> None:
-    """Check a data dir like Kaldi's validate_data_dir.sh: sorted unique ids, matching files,
-    non-empty transcripts, readable audio at the expected rate. Exits 1 naming the first problem."""
+    """Check a data dir like Kaldi's validate_data_dir.sh; exits 1 naming the file and line of the first problem.
+
+    Checks LF line endings, sorted unique ids, speaker ids prefixing utterance ids, matching
+    text/utt2*/feats.scp/spk2gender/cmvn.scp ids, no <s> </s> #0 in text, positive utt2dur and
+    integer utt2num_frames, non-empty transcripts, readable audio at the expected rate.
+    """
     from stk.data.kaldi import DataDirError, validate_data_dir
 
     try:
         d = validate_data_dir(data_dir, check_audio=not no_audio, allow_pipes=allow_pipes,
-                              expected_rate=sample_rate or None, allow_empty_text=allow_empty_text)
+                              expected_rate=sample_rate or None, allow_empty_text=allow_empty_text,
+                              spk_sort=not no_spk_sort)
     except DataDirError as e:
         _fail(e)
     typer.echo(f"{data_dir}: OK ({len(d.utt_ids)} utterances)")
