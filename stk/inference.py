@@ -39,12 +39,64 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: DecodeOptions) -> list[list[int]]:
+@dataclasses.dataclass
+class Fusion:
+    """An external LM for decoding (``stk decode --lm``).
+
+    ``lm``: a loaded ``lm`` package (:class:`~stk.models.lm.TransformerLM`), shallow fusion in
+    ``attention`` and ``rnnt_beam``; ``ngram``: a KenLM binary or ARPA word LM, for ``ctc_beam``
+    (torchaudio's flashlight decoder, lexicon built from the LM's words); ``weight``: LM weight;
+    ``word_score``: ``ctc_beam`` word insertion score.
+    """
+
+    weight: float = 0.0
+    lm: LoadedModel | None = None
+    ngram: Path | None = None
+    word_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"--lm-weight must be >= 0, got {self.weight}")
+
+
+def load_fusion(asr: LoadedModel, lm: str | None, weight: float, word_score: float = 0.0, device: str = "cpu") -> Fusion | None:
+    """``--lm`` (an ``lm`` package dir / store name, or a ``.arpa``/``.bin`` n-gram file) -> :class:`Fusion`.
+
+    A Transformer LM must use the ASR model's tokenizer (same ``tokenizer.model`` bytes).
+    """
+    if lm is None:
+        if weight:
+            raise ValueError("--lm-weight needs --lm")
+        return None
+    p = Path(lm)
+    if p.suffix in (".arpa", ".bin", ".gz") or p.is_file():
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such n-gram LM file")
+        return Fusion(weight=weight, ngram=p, word_score=word_score)
+    from stk.package import load_package
+
+    pkg = load_package(lm, device=device)
+    if pkg.meta.model.name != "lm":
+        raise ValueError(f"--lm {lm}: a {pkg.meta.model.name!r} package, not an `lm` (Transformer LM) package")
+    if (pkg.path / "tokenizer.model").read_bytes() != (asr.path / "tokenizer.model").read_bytes():
+        raise ValueError(f"--lm {lm}: its tokenizer differs from the ASR model's ({asr.path}/tokenizer.model); "
+                         "train the LM with the ASR model's tokenizer")
+    return Fusion(weight=weight, lm=pkg, word_score=word_score)
+
+
+def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: DecodeOptions,
+           fusion: Fusion | None = None) -> list[list[int]]:
     """Token ids of the best hypothesis per utterance from encoder output ``enc`` (B, T', D)."""
     from stk.decode.beam_search import batch_beam_search
     from stk.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 
     model = lm.model
+    ext = fusion.lm.model.scorer() if fusion is not None and fusion.lm is not None and fusion.weight > 0 else None
+    lm_weight = fusion.weight if ext is not None else 0.0
+    if fusion is not None and fusion.weight > 0:
+        want = "ctc_beam" if fusion.ngram is not None else "attention or rnnt_beam"
+        if (fusion.ngram is not None) != (opts.method == "ctc_beam") or opts.method not in ("ctc_beam", "attention", "rnnt_beam"):
+            raise ValueError(f"this --lm is fused with --method {want}, not {opts.method}")
     if hasattr(model, "classify"):
         raise ValueError(f"this model is an utterance classifier; use --method classify, not {opts.method}")
     with torch.inference_mode():
@@ -52,7 +104,13 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
             lp = model.ctc_log_probs(enc)
             if opts.method == "ctc_greedy":
                 return ctc_greedy(lp, enc_lens, blank=BLANK)
-            return ctc_prefix_beam_search(lp, enc_lens, beam_size=opts.beam_size, blank=BLANK)
+            from stk.decode.ctc import ctc_beam_search_flashlight
+
+            if fusion is not None and fusion.ngram is not None:
+                return ctc_beam_search_flashlight(lp, enc_lens, lm.tokenizer, beam_size=opts.beam_size,
+                                                  lm=fusion.ngram, lm_weight=fusion.weight,
+                                                  word_score=fusion.word_score)
+            return ctc_beam_search_flashlight(lp, enc_lens, lm.tokenizer, beam_size=opts.beam_size)
         if opts.method == "attention":
             if getattr(model, "decoder", None) is None:
                 raise ValueError("this model has no attention decoder; use --method ctc_greedy or ctc_beam")
@@ -60,7 +118,7 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
             hyps = batch_beam_search(
                 model.decoder, enc, enc_lens, sos=SOS_EOS, eos=SOS_EOS, beam_size=opts.beam_size,
                 ctc_log_probs=ctc_lp, ctc_weight=opts.ctc_weight if ctc_lp is not None else 0.0, blank=BLANK,
-                maxlen_ratio=opts.maxlen_ratio, length_penalty=opts.length_penalty,
+                maxlen_ratio=opts.maxlen_ratio, length_penalty=opts.length_penalty, lm=ext, lm_weight=lm_weight,
             )
             return [h[0].tokens for h in hyps]
         if opts.method in ("rnnt_greedy", "rnnt_beam"):
@@ -71,16 +129,24 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
                 raise ValueError("this model has no RNN-T head")
             if opts.method == "rnnt_greedy":
                 return rnnt_greedy(head, enc, enc_lens)
-            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size, length_normalise=opts.score_norm)
+            kw = {}
+            if ext is not None:
+                import inspect
+
+                if "lm" not in inspect.signature(rnnt_beam_search).parameters:
+                    raise ValueError("rnnt_beam_search has no LM fusion yet")
+                kw = {"lm": ext, "lm_weight": lm_weight}
+            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size, length_normalise=opts.score_norm, **kw)
     raise ValueError(f"unknown decoding method {opts.method!r}")
 
 
-def decode_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor, opts: DecodeOptions) -> list[list[int]]:
+def decode_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor, opts: DecodeOptions,
+                 fusion: Fusion | None = None) -> list[list[int]]:
     """Token ids of the best hypothesis per utterance. ``feats`` (B, T, F)."""
     dev = _device(lm.model)
     with torch.inference_mode():
         enc, enc_lens = lm.model.encode(feats.to(dev), lens.to(dev))
-    return search(lm, enc, enc_lens, opts)
+    return search(lm, enc, enc_lens, opts, fusion)
 
 
 def classify_batch(lm: LoadedModel, feats: torch.Tensor, lens: torch.Tensor) -> list[str]:
@@ -148,10 +214,10 @@ def iter_batches(
 
 def decode_scp(
     lm: LoadedModel, source: str | Path, opts: DecodeOptions, *, batch_frames: int = 20000,
-    allow_pipes: bool = False, progress: bool = True,
+    allow_pipes: bool = False, progress: bool = True, fusion: Fusion | None = None,
 ) -> dict[str, str]:
     """Decode every utterance of a ``wav.scp`` or data dir; returns ``{utt: text}`` (``{utt: label}``
-    with ``opts.method == "classify"``)."""
+    with ``opts.method == "classify"``); ``fusion``: an external LM (:func:`load_fusion`)."""
     from rich.progress import Progress
 
     wav_scp, segments = read_scp_input(source)
@@ -163,7 +229,7 @@ def decode_scp(
             if opts.method == "classify":
                 hyps = classify_batch(lm, feats, lens)
             else:
-                hyps = [lm.tokenizer.decode(ids) for ids in decode_batch(lm, feats, lens, opts)]
+                hyps = [lm.tokenizer.decode(ids) for ids in decode_batch(lm, feats, lens, opts, fusion)]
             out.update(zip(utts, hyps))
             bar.advance(task, len(utts))
     return out

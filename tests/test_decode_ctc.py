@@ -108,3 +108,108 @@ def test_bad_args():
         ctc_prefix_beam_search_nbest(lp, torch.tensor([3]), beam_size=2, nbest=3)
     with pytest.raises(ValueError):
         ctc_greedy(lp, torch.tensor([3]), blank=4)
+
+
+# --- torchaudio's flashlight decoder and the ARPA writer -------------------------------------
+
+class CharTokenizer:
+    """What flashlight_decoder needs of a Tokenizer: pieces by id, vocab size, word spelling."""
+
+    PIECES = ["<blank>", "<unk>", "<sos/eos>", "▁", "a", "b", "c", "d", "e"]
+
+    def __init__(self) -> None:
+        self.vocab_size = len(self.PIECES)
+        self.sp = self
+
+    def id_to_piece(self, i: int) -> str:
+        return self.PIECES[i]
+
+    def pieces(self, word: str) -> list[str]:
+        return ["▁", *word]
+
+
+def spell(words: list[str]) -> list[int]:
+    return [CharTokenizer.PIECES.index(p) for w in words for p in ["▁", *w]]
+
+
+def test_flashlight_without_lm_equals_prefix_beam_search():
+    from stk.decode.ctc import ctc_beam_search_flashlight
+
+    torch.manual_seed(11)
+    tok = CharTokenizer()
+    B, T, V = 6, 30, tok.vocab_size
+    # CTC-like posteriors: a random frame-level path (blank half the time) on top of noise
+    path = torch.where(torch.rand(B, T) < 0.5, 0, torch.randint(3, V, (B, T)))
+    lp = torch.randn(B, T, V) * 1.5
+    lp.scatter_add_(2, path[..., None], torch.full((B, T, 1), 5.0))  # peaky, as trained CTC heads are
+    lp[..., 1:3] = -40.0  # <unk>, <sos/eos>: never emitted by an stk CTC head
+    lp = lp.log_softmax(-1)
+    lens = torch.tensor([30, 25, 20, 12, 30, 7])
+    fl = ctc_beam_search_flashlight(lp, lens, tok, beam_size=8)
+    ref = ctc_prefix_beam_search(lp, lens, beam_size=8)
+    assert fl == ref
+
+
+def test_arpa_sums_to_one_through_kenlm(tmp_path):
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    from stk.decode.ngram import build_arpa
+
+    sents = [s.split() for s in ["a b c", "a b d", "b c a", "c c", "a b c d e", "e e a b"]]
+    lm = build_arpa(sents, tmp_path / "lm.arpa", order=3)
+    d = Dictionary()
+    for w in lm.vocab + ["<s>"]:
+        d.add_entry(w)
+    k = KenLM(str(tmp_path / "lm.arpa"), d)
+    for ctx in [[], ["a"], ["a", "b"], ["e", "e"], ["d", "a"], ["<unk>"]]:
+        st = k.start(0)
+        for w in ctx:
+            st, _ = k.score(st, d.get_index(w))
+        probs = {w: 10 ** k.score(st, d.get_index(w))[1] for w in lm.vocab}
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5), ctx
+        for w in ["a", "c", "</s>", "<unk>"]:  # KenLM's backoff = the estimate's interpolation
+            assert probs[w] == pytest.approx(lm.backoff_prob(("<s>", *ctx, w)), rel=1e-4), (ctx, w)
+    with pytest.raises(ValueError, match="no sentences"):
+        build_arpa([], tmp_path / "x.arpa")
+    with pytest.raises(ValueError, match="reserved"):
+        build_arpa([["a", "</s>"]], tmp_path / "x.arpa")
+
+
+def test_word_lm_picks_the_lm_word_when_acoustics_are_ambiguous(tmp_path):
+    """Frames spell "bad" or "bed" equally well; the LM has only seen "bad" after "a"."""
+    from stk.decode.ctc import ctc_beam_search_flashlight
+    from stk.decode.ngram import build_arpa
+
+    build_arpa([["a", "bad"]] * 5 + [["bed"]] * 5 + [["a"]], tmp_path / "lm.arpa", order=2)
+    tok = CharTokenizer()
+    V = tok.vocab_size
+    frames = ["▁", "a", "<blank>", "▁", "b", "?", "d", "<blank>"]
+    lp = torch.full((len(frames), V), -12.0)
+    for t, p in enumerate(frames):
+        if p == "?":
+            lp[t, CharTokenizer.PIECES.index("a")] = lp[t, CharTokenizer.PIECES.index("e")] = math.log(0.5)
+        else:
+            lp[t, CharTokenizer.PIECES.index(p)] = 0.0
+    lp = lp.log_softmax(-1)[None]
+    lens = torch.tensor([len(frames)])
+    (with_lm,) = ctc_beam_search_flashlight(lp, lens, tok, beam_size=10, lm=tmp_path / "lm.arpa", lm_weight=1.0)
+    assert with_lm == spell(["a", "bad"])
+    lp2 = lp.clone()
+    lp2[0, 5, CharTokenizer.PIECES.index("e")] += 0.01  # "bed" is a hair more likely acoustically
+    (no_lm,) = ctc_beam_search_flashlight(lp2.log_softmax(-1), lens, tok, beam_size=10)
+    assert no_lm == spell(["a", "bed"])
+    (lm2,) = ctc_beam_search_flashlight(lp2.log_softmax(-1), lens, tok, beam_size=10, lm=tmp_path / "lm.arpa")
+    assert lm2 == spell(["a", "bad"])
+
+
+def test_stk_ngram_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+
+    (tmp_path / "text").write_text("u1 a b c\nu2 a b\nu3 \n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["ngram", str(tmp_path / "text"), "--order", "2", "--out", str(tmp_path / "lm.arpa")])
+    assert res.exit_code == 0, res.output
+    arpa = (tmp_path / "lm.arpa").read_text(encoding="utf-8")
+    assert "ngram 1=6" in arpa and "\\2-grams:" in arpa and "a b" in arpa

@@ -32,6 +32,9 @@ def decode(
     maxlen_ratio: Annotated[float | None, typer.Option(help="Attention search: at most RATIO x encoder length tokens (0: the encoder length; with --text 0 means 2.0).")] = None,
     batch_frames: Annotated[int, typer.Option(help="Padded feature frames per batch (padded tokens with --text).")] = 20000,
     allow_pipes: Annotated[bool, typer.Option(help="Run wav.scp pipe commands (`cmd |`). Off by default: they execute shell commands.")] = False,
+    lm: Annotated[str | None, typer.Option(help="External LM: an `lm` package dir or store name (Transformer LM: shallow fusion in attention and rnnt_beam), or an ARPA word n-gram file (ctc_beam, e.g. from `stk ngram`).")] = None,
+    lm_weight: Annotated[float, typer.Option(help="LM weight (log-probability scale) with --lm.")] = 0.0,
+    word_score: Annotated[float, typer.Option(help="ctc_beam with an n-gram --lm: score added per word (word insertion bonus).")] = 0.0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Decode every utterance of SOURCE (or every sentence of --text FILE) and write `utt-id text`
@@ -41,12 +44,14 @@ def decode(
       stk decode --model maestro data/test/wav.scp\n
       stk decode --model exp/asr/package data/test --method ctc_greedy --out hyp.txt\n
       stk decode --model exp/slu/package data/test --method classify --out hyp.intent\n
-      stk decode --model exp/st/package --text data/test/text --out hyp.en   (zero-shot text input)
+      stk decode --model exp/st/package --text data/test/text --out hyp.en   (zero-shot text input)\n
+      stk decode --model exp/asr/package data/test --method attention --lm exp/lm/package --lm-weight 0.3\n
+      stk decode --model exp/asr/package data/test --method ctc_beam --lm lm.arpa --lm-weight 0.5 --word-score 1
     """
     from stk.config import ConfigError
     from stk.data.audio import AudioError
     from stk.data.kaldi import DataDirError, write_kv
-    from stk.inference import decode_scp, decode_text
+    from stk.inference import decode_scp, decode_text, load_fusion
     from stk.package import load_package, override_decode
     from stk.utils import set_threads
 
@@ -56,15 +61,18 @@ def decode(
         raise typer.Exit(1)
     set_threads()
     try:
-        lm = load_package(model, device=device)
-        opts = override_decode(lm.meta.decode, method=method.value if method else None, beam_size=beam_size,
+        asr = load_package(model, device=device)
+        opts = override_decode(asr.meta.decode, method=method.value if method else None, beam_size=beam_size,
                                ctc_weight=ctc_weight, length_penalty=length_penalty, maxlen_ratio=maxlen_ratio,
                                score_norm=score_norm)
+        fusion = load_fusion(asr, lm, lm_weight, word_score, device=device)
         if text is not None:
-            hyps = decode_text(lm, text, opts, batch_tokens=batch_frames, progress=sys.stderr.isatty())
+            if fusion is not None:
+                raise ValueError("--lm is not used with --text")
+            hyps = decode_text(asr, text, opts, batch_tokens=batch_frames, progress=sys.stderr.isatty())
         else:
-            hyps = decode_scp(lm, source, opts, batch_frames=batch_frames, allow_pipes=allow_pipes,
-                              progress=sys.stderr.isatty())
+            hyps = decode_scp(asr, source, opts, batch_frames=batch_frames, allow_pipes=allow_pipes,
+                              progress=sys.stderr.isatty(), fusion=fusion)
     except (ConfigError, DataDirError, AudioError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

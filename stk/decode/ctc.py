@@ -1,15 +1,31 @@
-"""CTC decoding: greedy (best path) and prefix beam search (best label sequence, approximately)."""
+"""CTC decoding: greedy (best path), beam search through torchaudio's flashlight decoder (with an
+optional KenLM/ARPA word LM), and stk's own prefix beam search.
+
+:func:`ctc_beam_search_flashlight` is what ``stk decode --method ctc_beam`` runs: torchaudio's
+``ctc_decoder`` (flashlight-text, C++), lexicon-free without an LM, or lexicon-constrained with a
+word n-gram LM (lexicon spelled from the LM's words with the model's tokenizer, ``--lm-weight``,
+``--word-score``). stk's :func:`ctc_prefix_beam_search_nbest` is kept for what flashlight does not
+do: it runs on any tensor (float64, any device, no token strings or tokenizer needed) and its
+scores are sums over all the alignments of a prefix kept in the beam. Flashlight merges
+hypotheses by (LM state, last token) and keeps the best one (``log_add=False``; with
+``log_add=True`` it would add up different prefixes, since without an LM every hypothesis has
+the same LM state). On peaky posteriors, as a trained CTC head gives, both return the same best
+hypothesis (tests/test_decode_ctc.py, bench/ctc_beam.py); on flat ones they can differ, and
+stk's is then the one with the higher total probability.
+"""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from stk.decode.beam_search import Hyp
 
-__all__ = ["ctc_greedy", "ctc_prefix_beam_search", "ctc_prefix_beam_search_nbest"]
+__all__ = ["ctc_greedy", "ctc_prefix_beam_search", "ctc_prefix_beam_search_nbest", "ctc_beam_search_flashlight",
+           "flashlight_decoder"]
 
 _NEG_INF = float("-inf")
 
@@ -148,3 +164,93 @@ def ctc_prefix_beam_search(
 ) -> list[list[int]]:
     """Best label sequence per utterance from :func:`ctc_prefix_beam_search_nbest`."""
     return [hyps[0].tokens for hyps in ctc_prefix_beam_search_nbest(log_probs, lengths, beam_size, blank)]
+
+
+def _arpa_words(path: Path) -> list[str]:
+    """The 1-gram words of an ARPA file (a KenLM binary has no readable word list: give an ARPA)."""
+    words: list[str] = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        section = False
+        for line in f:
+            line = line.strip()
+            if line == "\\1-grams:":
+                section = True
+                continue
+            if section:
+                if not line:
+                    continue
+                if line.startswith("\\"):
+                    break
+                parts = line.split("\t") if "\t" in line else line.split()
+                if len(parts) >= 2:
+                    words.append(parts[1].strip())
+    if not words:
+        raise ValueError(f"{path}: no \\1-grams: section (give an ARPA file; a KenLM binary has no word list)")
+    return words
+
+
+def flashlight_decoder(tokenizer, *, beam_size: int = 10, lm: str | Path | None = None, lm_weight: float = 0.5,
+                       word_score: float = 0.0, nbest: int = 1, beam_threshold: float = 50.0,
+                       workdir: str | Path | None = None):
+    """torchaudio's ``ctc_decoder`` for an stk tokenizer (pieces as tokens, ``<blank>`` blank).
+
+    Without ``lm``: lexicon-free beam search, no LM. With ``lm`` (an ARPA word LM): a lexicon of
+    the LM's words, each spelled with ``tokenizer.pieces(word)``; hypotheses are sequences of
+    those words scored by ``lm_weight * ln p_lm + word_score`` per word. Words outside the LM's
+    vocabulary cannot be recognised. The lexicon is written to ``workdir`` (a temporary dir
+    by default).
+    """
+    import tempfile
+
+    from torchaudio.models.decoder import ctc_decoder
+
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    tokens = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+    if lm is None:
+        return ctc_decoder(lexicon=None, tokens=tokens, lm=None, nbest=nbest, beam_size=beam_size,
+                           beam_size_token=None, beam_threshold=beam_threshold, blank_token=tokens[0],
+                           sil_token=tokens[1], sil_score=float("-inf"), unk_word=tokens[1])
+    lm = Path(lm)
+    words = [w for w in _arpa_words(lm) if w not in ("<s>", "</s>", "<unk>")]
+    tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="stk-lexicon-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    lex = tmp / "lexicon.txt"
+    known = set(tokens)
+    with open(lex, "w", encoding="utf-8") as f:
+        for w in words:
+            spelling = tokenizer.pieces(w)
+            if spelling and all(p in known for p in spelling):
+                f.write(f"{w} {' '.join(spelling)}\n")
+    # sil_token: <unk> (a CTC model trained on stk targets never emits it, so no silence is inserted)
+    return ctc_decoder(lexicon=str(lex), tokens=tokens, lm=str(lm), nbest=nbest, beam_size=beam_size,
+                       beam_size_token=None, beam_threshold=beam_threshold, lm_weight=lm_weight,
+                       word_score=word_score, unk_score=float("-inf"), sil_score=0.0, blank_token=tokens[0],
+                       sil_token=tokens[1], unk_word="<unk>")
+
+
+def ctc_beam_search_flashlight(log_probs: Tensor, lengths: Tensor, tokenizer, *, beam_size: int = 10,
+                               lm: str | Path | None = None, lm_weight: float = 0.5, word_score: float = 0.0,
+                               decoder=None) -> list[list[int]]:
+    """Best token sequence per utterance from torchaudio's flashlight CTC decoder.
+
+    Args:
+        log_probs: (B, T, V) CTC log-posteriors (blank = 0).
+        lengths: (B,) valid frames.
+        tokenizer: the model's :class:`~stk.tokenizer.Tokenizer` (its pieces are the tokens).
+        beam_size, lm, lm_weight, word_score: see :func:`flashlight_decoder`.
+        decoder: a decoder from :func:`flashlight_decoder` to reuse (then the other options are ignored).
+
+    Returns:
+        Token ids (no blank) per utterance.
+    """
+    _check(log_probs, lengths, 0)
+    if log_probs.size(-1) != tokenizer.vocab_size:
+        raise ValueError(f"log_probs have {log_probs.size(-1)} classes, the tokenizer {tokenizer.vocab_size}")
+    if decoder is None:
+        decoder = flashlight_decoder(tokenizer, beam_size=beam_size, lm=lm, lm_weight=lm_weight, word_score=word_score)
+    em = log_probs.detach().float().cpu().contiguous()
+    out: list[list[int]] = []
+    for hyps in decoder(em, lengths.cpu().to(torch.int32)):
+        out.append([int(i) for i in hyps[0].tokens.tolist() if i > 1] if hyps else [])
+    return out
