@@ -32,7 +32,34 @@ def read_scp_input(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[st
         return d.wav_scp, d.segments
     if not p.exists():
         raise DataDirError(f"{p}: no such wav.scp or data dir")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic in (b"RIFF", b"fLaC", b"OggS", b"FORM", b"NIST"):  # one audio file: its stem is the id
+        return {p.stem: str(p)}, None
     return read_kv(p, allow_empty_value=False), None
+
+
+def feature_input(wav_scp: dict[str, str]) -> dict[str, torch.Tensor] | None:
+    """The matrices of a Kaldi ``feats.scp`` given as SOURCE (``utt ark:offset`` entries holding 2-D
+    float matrices, not audio), else None."""
+    import kaldiio
+
+    first = next(iter(wav_scp.values()), "")
+    if first.endswith("|") or ".ark:" not in first:
+        return None
+    try:
+        m = kaldiio.load_mat(first)
+    except Exception:
+        return None
+    if isinstance(m, tuple) or getattr(m, "ndim", 0) != 2 or not str(m.dtype).startswith("float"):
+        return None  # an audio ark in a wav.scp
+    out = {}
+    for u, spec in wav_scp.items():
+        try:
+            out[u] = torch.from_numpy(kaldiio.load_mat(spec).copy()).float()
+        except Exception as e:
+            raise DataDirError(f"feats.scp: utterance {u!r}: cannot read {spec}: {type(e).__name__}: {e}") from None
+    return out
 
 
 def _device(model) -> torch.device:
@@ -190,20 +217,38 @@ def iter_batches(
     """Features of every utterance, longest first, grouped under a padded-frames budget."""
     from stk.data.audio import AudioError
 
+    from stk.data.audio import iter_utterances
+
     utts = list(segments) if segments is not None else list(wav_scp)
     rate = lm.meta.fbank.sample_rate
+    # feats.scp input, or segments: features up front, each recording read once (stk.data.audio.iter_utterances)
+    ready = feature_input(wav_scp) if segments is None else None
+    if ready is not None and ready and next(iter(ready.values())).size(1) != lm.meta.fbank.num_mel_bins:
+        raise DataDirError(f"feats.scp has {next(iter(ready.values())).size(1)}-dim features; the model expects "
+                           f"{lm.meta.fbank.num_mel_bins} fbank bins")
     try:
-        frames = {u: lm.meta.fbank.num_frames(_num_samples(wav_scp, segments, u, allow_pipes, rate)) for u in utts}
+        if segments is not None:
+            ready = {}
+            for u, wav, r in iter_utterances(wav_scp, utts, segments, allow_pipes=allow_pipes):
+                try:
+                    ready[u] = compute_fbank(wav, r, lm.meta.fbank)
+                except ValueError as e:
+                    raise DataDirError(f"utterance {u!r}: {e}") from None
+        frames = ({u: f.size(0) for u, f in ready.items()} if ready is not None else
+                  {u: lm.meta.fbank.num_frames(_num_samples(wav_scp, segments, u, allow_pipes, rate)) for u in utts})
     except AudioError as e:
         raise DataDirError(str(e)) from None
     for batch in group_by_length(frames, batch_frames):
         feats = []
         for u in batch:
-            wav, r = load_segment(wav_scp, u, segments, allow_pipes=allow_pipes)
-            try:
-                f = compute_fbank(wav, r, lm.meta.fbank)
-            except ValueError as e:
-                raise DataDirError(f"utterance {u!r}: {e}") from None
+            if ready is not None:
+                f = ready.pop(u)
+            else:
+                wav, r = load_segment(wav_scp, u, segments, allow_pipes=allow_pipes)
+                try:
+                    f = compute_fbank(wav, r, lm.meta.fbank)
+                except ValueError as e:
+                    raise DataDirError(f"utterance {u!r}: {e}") from None
             if f.size(0) < lm.model.min_input_length():
                 raise DataDirError(
                     f"utterance {u!r} has {f.size(0)} frames; the encoder needs at least {lm.model.min_input_length()}"

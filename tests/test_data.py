@@ -161,3 +161,158 @@ def test_spec_augment_masks_inside_lengths():
     y = spec_augment(x, lens, SpecAugmentConfig(num_freq_masks=0, time_mask_width=40, time_mask_max_ratio=0.2))
     assert (y == 0).any()
     assert (y[2, 60:] == 1).all() and (y[1, 120:] == 1).all()
+
+
+def _segmented_pipes(tmp_path):
+    """2 recordings x 3 segments behind pipe commands that count their runs in tmp_path/runs."""
+    from stk.data.kaldi import write_data_dir
+
+    runs = tmp_path / "runs"
+    wav_scp, segments, text, spk = {}, {}, {}, {}
+    for r in range(2):
+        w = make_wav(tmp_path / f"rec{r}.wav", 1.5, seed=r)
+        wav_scp[f"rec{r}"] = f"sh -c 'echo rec{r} >> {runs}; cat {w}' |"
+        for k in range(3):
+            u = f"rec{r}-seg{k}"
+            segments[u] = f"rec{r} {0.5 * k:.2f} {0.5 * k + 0.5:.2f}"
+            text[u], spk[u] = "hello", f"rec{r}"
+    d = write_data_dir(tmp_path / "seg", wav_scp=wav_scp, segments=segments, text=text, utt2spk=spk)
+    return d, runs
+
+
+def _runs(runs: Path) -> int:
+    n = len(runs.read_text().split()) if runs.exists() else 0
+    runs.unlink(missing_ok=True)
+    return n
+
+
+def test_segments_read_once_per_recording(tmp_path):
+    """fbank dumping, on-the-fly training features and decoding input: 2 recordings x 3 segments -> 2 pipe runs."""
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+    from stk.data.audio import iter_utterances, load_segment
+    from stk.data.kaldi import load_data_dir
+
+    d, runs = _segmented_pipes(tmp_path)
+    dd = load_data_dir(d)
+    # decoding input reader (stk/inference.py) and the grouped reader behind `stk data fbank`
+    got = {u: w for u, w, _ in iter_utterances(dd.wav_scp, list(dd.segments), dd.segments, allow_pipes=True)}
+    assert _runs(runs) == 2 and len(got) == 6
+    direct = load_segment(dd.wav_scp, "rec1-seg2", dd.segments, allow_pipes=True)[0]
+    assert _runs(runs) == 1 and np.array_equal(got["rec1-seg2"], direct)
+    res = CliRunner().invoke(app, ["data", "fbank", str(d), str(tmp_path / "dump"), "--allow-pipes"])
+    assert res.exit_code == 0, res.output
+    assert _runs(runs) == 2
+    scp = read_kv(tmp_path / "dump" / "feats.scp")
+    assert list(scp) == sorted(scp) and len(scp) == 6 and all(str((tmp_path / "dump").resolve()) in v for v in scp.values())
+    assert read_kv(tmp_path / "dump" / "utt2num_frames")["rec0-seg1"] == "48"
+    # on-the-fly features in any order (the sampler shuffles): one decode per recording
+    ds = KaldiDataset(d, targets={"text": "text"}, tokenize=lambda s: [3] * len(s), allow_pipes=True)
+    order = [5, 0, 3, 2, 4, 1]
+    feats = [ds[i]["feats"] for i in order]
+    assert _runs(runs) == 2 and [f.shape[0] for f in feats] == [48] * 6
+    import kaldiio
+
+    assert np.allclose(kaldiio.load_mat(scp[ds.items[5]["utt_id"]]), feats[0].numpy(), atol=1e-5)
+
+
+def test_plain_file_segments_are_read_by_seeking(tmp_path):
+    from stk.data.audio import read_audio, read_audio_slice
+
+    w = make_wav(tmp_path / "long.wav", 3.0)
+    part, rate = read_audio_slice(str(w), 1.25, 2.0)
+    whole, _ = read_audio(str(w))
+    assert rate == 16000 and np.array_equal(part, whole[20000:32000])
+    with pytest.raises(AudioError, match="empty"):
+        read_audio_slice(str(w), 5.0, 6.0)
+
+
+def test_failed_fbank_leaves_no_output_dir(data_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+
+    runner = CliRunner()
+    Path(read_kv(data_dir / "wav.scp")["spk1-utt003"]).write_bytes(b"RIFF garbage")
+    out = tmp_path / "dump"
+    res = runner.invoke(app, ["data", "fbank", str(data_dir), str(out)])
+    assert res.exit_code == 1 and "spk1-utt003" in res.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".dump")] == []
+    # a previous good dump survives a failed re-run and is replaced by a good one
+    make_wav(Path(read_kv(data_dir / "wav.scp")["spk1-utt003"]), 0.9, seed=3)
+    assert runner.invoke(app, ["data", "fbank", str(data_dir), str(out)]).exit_code == 0
+    before = (out / "feats.scp").read_text()
+    Path(read_kv(data_dir / "wav.scp")["spk0-utt000"]).unlink()
+    assert runner.invoke(app, ["data", "fbank", str(data_dir), str(out)]).exit_code == 1
+    assert (out / "feats.scp").read_text() == before and len(read_kv(out / "utt2num_frames")) == 4
+
+
+def test_dataset_feats_scp_missing_utterance_is_named(data_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+
+    assert CliRunner().invoke(app, ["data", "fbank", str(data_dir), str(tmp_path / "dump")]).exit_code == 0
+    scp = read_kv(tmp_path / "dump" / "feats.scp")
+    del scp["spk0-utt002"]
+    write_kv(tmp_path / "dump" / "feats.scp", scp)
+    with pytest.raises(DataDirError, match=r"feats.scp: utterance 'spk0-utt002'.*has no features"):
+        KaldiDataset(tmp_path / "dump", targets={"text": "text"}, tokenize=lambda s: [3])
+
+
+@pytest.fixture
+def ctc_package(tmp_path):
+    """An untrained (seeded) tiny CTC package: decoding it is deterministic, enough to compare inputs."""
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+    from stk.experiment import build_model
+    from stk.package import DecodeOptions, PackageMeta, write_package
+    from stk.registry import ComponentSpec
+    from stk.tokenizer import Tokenizer
+
+    d = make_data_dir(tmp_path, n=4, name="train")
+    res = CliRunner().invoke(app, ["tokenizer", "train", str(d / "text"), "--out", str(tmp_path / "tok"),
+                                   "--vocab-size", "20", "--model-type", "char"])
+    assert res.exit_code == 0, res.output
+    vocab = Tokenizer(tmp_path / "tok.model").vocab_size
+    spec = ComponentSpec("encdec", {"encoder": {"name": "conformer", "conf": {"d_model": 16, "num_heads": 2,
+                                    "ffn_dim": 32, "num_layers": 1, "kernel_size": 3}}, "decoder": None})
+    torch.manual_seed(0)
+    model = build_model(spec, vocab_size=vocab, input_dim=80)
+    meta = PackageMeta(model=spec, vocab_size=vocab, decode=DecodeOptions(method="ctc_greedy"), uses_cmvn=False)
+    return write_package(tmp_path / "pkg", meta=meta, state_dict=model.state_dict(), tokenizer=tmp_path / "tok.model",
+                         cmvn=None), d
+
+
+def test_decode_accepts_feats_scp_and_one_wav_and_reads_segments_once(ctc_package, tmp_path):
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+
+    runner = CliRunner()
+    pkg, d = ctc_package
+
+    def decode(src, *extra) -> dict[str, str]:
+        out = tmp_path / "hyp"
+        res = runner.invoke(app, ["decode", "--model", str(pkg), str(src), "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        return read_kv(out)
+
+    ref = decode(d)
+    assert runner.invoke(app, ["data", "fbank", str(d), str(tmp_path / "dump")]).exit_code == 0
+    assert decode(tmp_path / "dump" / "feats.scp") == ref
+    wav = read_kv(d / "wav.scp")["spk1-utt001"]
+    assert decode(wav) == {"spk1-utt001": ref["spk1-utt001"]}
+    # segmented pipes: one run per recording
+    seg, runs = _segmented_pipes(tmp_path / "s")
+    hyps = decode(seg, "--allow-pipes")
+    assert _runs(runs) == 2 and len(hyps) == 6
+    bad = tmp_path / "feats13.scp"
+    import kaldiio
+
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'f13.ark'},{bad}") as w:
+        w("u1", np.zeros((50, 13), dtype=np.float32))
+    res = runner.invoke(app, ["decode", "--model", str(pkg), str(bad)])
+    assert res.exit_code == 1 and "13-dim features" in res.output

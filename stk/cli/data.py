@@ -116,12 +116,20 @@ def fbank(
     sample_rate: Annotated[int, typer.Option(help="Expected sample rate.")] = 16000,
     allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands.")] = False,
 ) -> None:
-    """Dump Kaldi fbank features to OUT_DIR/feats.{ark,scp} (kaldiio) and copy the data files."""
-    import kaldiio
-    from rich.progress import track
+    """Dump Kaldi fbank features to OUT_DIR/feats.{ark,scp} (kaldiio) and copy the data files.
 
-    from stk.data.audio import AudioError, load_segment
-    from stk.data.kaldi import DataDirError, load_data_dir, write_kv
+    Each recording is read once (its segments are cut from one read). OUT_DIR appears only when
+    complete: it is written as a temporary sibling and renamed at the end, so a failure leaves no
+    partial dir (an existing OUT_DIR is replaced only on success).
+    """
+    import os
+    import tempfile
+
+    import kaldiio
+
+    from stk.console import progress
+    from stk.data.audio import AudioError, iter_utterances
+    from stk.data.kaldi import DataDirError, load_data_dir, read_kv, write_kv
     from stk.features.fbank import FbankConfig, compute_fbank
     from stk.utils import set_threads
 
@@ -133,25 +141,60 @@ def fbank(
         _fail(e)
     if d.wav_scp is None:
         _fail(DataDirError(f"{data_dir}: no wav.scp"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for f in data_dir.iterdir():
-        if f.is_file() and f.name not in ("feats.scp", "feats.ark", "utt2num_frames"):
-            shutil.copy(f, out_dir / f.name)
-    ark = (out_dir / "feats.ark").resolve()
-    frames: dict[str, str] = {}
-    tmp_scp = out_dir / ".feats.scp.tmp"
-    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
-        for utt in track(d.utt_ids, description=f"fbank {data_dir.name}", console=None, disable=None):
+    if out_dir.resolve() == data_dir.resolve():
+        _fail(DataDirError(f"{out_dir}: the output dir must differ from the input dir"))
+    final = out_dir.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        for f in data_dir.iterdir():
+            if f.is_file() and f.name not in ("feats.scp", "feats.ark", "utt2num_frames"):
+                shutil.copy(f, tmp / f.name)
+        frames: dict[str, str] = {}
+        utts = d.utt_ids
+        with kaldiio.WriteHelper(f"ark,scp:{tmp / 'feats.ark'},{tmp / 'feats.scp.unsorted'}") as writer, \
+                progress() as bar:
+            task = bar.add_task(f"fbank {data_dir.name}", total=len(utts))
+            it = iter_utterances(d.wav_scp, utts, d.segments, allow_pipes=allow_pipes)
             try:
-                wav, rate = load_segment(d.wav_scp, utt, d.segments, allow_pipes=allow_pipes)
-                feats = compute_fbank(wav, rate, conf)
-            except (AudioError, ValueError) as e:
-                _fail(DataDirError(f"{data_dir}: utterance {utt!r}: {e}"))
-            writer(utt, feats.numpy())
-            frames[utt] = str(feats.size(0))
-    tmp_scp.replace(out_dir / "feats.scp")
-    write_kv(out_dir / "utt2num_frames", frames)
+                for utt, wav, rate in it:
+                    try:
+                        feats = compute_fbank(wav, rate, conf)
+                    except ValueError as e:
+                        raise DataDirError(f"{data_dir}: utterance {utt!r}: {e}") from None
+                    writer(utt, feats.numpy())
+                    frames[utt] = str(feats.size(0))
+                    bar.advance(task)
+            except AudioError as e:  # names the recording's file
+                raise DataDirError(f"{data_dir}: {e}") from None
+        # the scp names the final ark path, sorted by id like every data file
+        ark_tmp, ark_final = str(tmp / "feats.ark"), str(final / "feats.ark")
+        scp = {u: v.replace(ark_tmp, ark_final, 1) for u, v in read_kv(tmp / "feats.scp.unsorted").items()}
+        (tmp / "feats.scp.unsorted").unlink()
+        write_kv(tmp / "feats.scp", scp)
+        write_kv(tmp / "utt2num_frames", frames)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+            final.rename(old / "d")
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, DataDirError):
+            _fail(e)
+        raise
     log.info("%s: %d utterances, %d frames -> %s", data_dir, len(frames), sum(map(int, frames.values())), out_dir)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @app.command()

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def decode(
-    source: Annotated[Path | None, typer.Argument(help="A Kaldi wav.scp, or a data dir (wav.scp + optional segments). Not with --text.")] = None,
+    source: Annotated[Path | None, typer.Argument(help="A Kaldi wav.scp, a data dir (wav.scp + optional segments), a feats.scp (fbank matrices from `stk data fbank`, CMVN applied here) or one audio file (its name is the id). Not with --text.")] = None,
     model: Annotated[str, typer.Option(help="Package directory, or a name in the model store ($STK_MODEL_STORE, default ~/.cache/stk/models).")] = ...,
     text: Annotated[Path | None, typer.Option(help="Decode a Kaldi text file (`utt-id sentence`) instead of audio: each sentence goes through the encoder's text input (joint speech-text encoders, e.g. mSLAM) and the attention decoder, without CTC.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write `utt-id text` lines (`utt-id label` with classify) here (default: stdout).")] = None,

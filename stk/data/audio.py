@@ -11,6 +11,7 @@ import io
 import os
 import re
 import subprocess
+from typing import Iterator
 
 import numpy as np
 
@@ -108,16 +109,98 @@ def _riff_data_end(path: str) -> int | None:
     return None
 
 
+def read_audio_slice(spec: str, start: float, end: float, *, allow_pipes: bool = False) -> tuple[np.ndarray, int]:
+    """Samples ``[start, end)`` seconds of one ``wav.scp`` value. A plain file is read by seeking
+    (soundfile reads only the slice); a pipe or ark is decoded whole (see :class:`RecordingCache`)."""
+    spec = spec.strip()
+    if spec.endswith("|") or _ARK_RE.match(spec):
+        wav, rate = read_audio(spec, allow_pipes=allow_pipes)
+        return wav[int(start * rate) : int(end * rate)], rate
+    import soundfile as sf
+
+    if not os.path.exists(spec):
+        raise AudioError(f"audio file not found: {spec}")
+    try:
+        rate = sf.info(spec).samplerate
+        data, rate = sf.read(spec, start=int(start * rate), stop=int(end * rate), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"cannot read audio {spec}: {type(e).__name__}: {e}") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"segment {start}-{end} s of {spec} is empty (past the end of the recording?)")
+    return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), int(rate)
+
+
+class RecordingCache:
+    """Decoded recordings of pipe and ark ``wav.scp`` entries, least recently used dropped first, so
+    that the segments of one recording run its pipe once (random access: datasets). ``max_bytes``
+    defaults to ``STK_RECORDING_CACHE_MB`` (256) MiB per process."""
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes if max_bytes is not None else int(os.environ.get("STK_RECORDING_CACHE_MB", "256")) << 20
+        self._items: "OrderedDict[str, tuple[np.ndarray, int]]" = OrderedDict()
+        self._bytes = 0
+
+    def get(self, spec: str, *, allow_pipes: bool = False) -> tuple[np.ndarray, int]:
+        if spec in self._items:
+            self._items.move_to_end(spec)
+            return self._items[spec]
+        wav, rate = read_audio(spec, allow_pipes=allow_pipes)
+        self._items[spec] = (wav, rate)
+        self._bytes += wav.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (old, _) = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+        return wav, rate
+
+
 def load_segment(
     wav_scp: dict[str, str],
     utt: str,
     segments: dict[str, tuple[str, float, float]] | None,
     *,
     allow_pipes: bool = False,
+    cache: RecordingCache | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Samples of utterance ``utt`` (a whole recording, or a ``segments`` slice of one)."""
+    """Samples of utterance ``utt`` (a whole recording, or a ``segments`` slice of one: a plain file
+    is read by seeking, a pipe/ark through ``cache`` when given)."""
     if segments is not None:
         rec, start, end = segments[utt]
-        wav, rate = read_audio(wav_scp[rec], allow_pipes=allow_pipes)
-        return wav[int(start * rate) : int(end * rate)], rate
+        spec = wav_scp[rec].strip()
+        if cache is not None and (spec.endswith("|") or _ARK_RE.match(spec)):
+            wav, rate = cache.get(spec, allow_pipes=allow_pipes)
+            return wav[int(start * rate) : int(end * rate)], rate
+        return read_audio_slice(spec, start, end, allow_pipes=allow_pipes)
     return read_audio(wav_scp[utt], allow_pipes=allow_pipes)
+
+
+def iter_utterances(
+    wav_scp: dict[str, str],
+    utts: list[str],
+    segments: dict[str, tuple[str, float, float]] | None,
+    *,
+    allow_pipes: bool = False,
+) -> Iterator[tuple[str, np.ndarray, int]]:
+    """``(utt, samples, rate)`` for every utterance of ``utts``, reading each recording once: the
+    segments of a recording are cut from one read of it (one pipe run, one decode), recording by
+    recording in the order of their first utterance."""
+    if segments is None:
+        for u in utts:
+            wav, rate = read_audio(wav_scp[u], allow_pipes=allow_pipes)
+            yield u, wav, rate
+        return
+    by_rec: dict[str, list[str]] = {}
+    for u in utts:
+        by_rec.setdefault(segments[u][0], []).append(u)
+    for rec, group in by_rec.items():
+        spec = wav_scp[rec].strip()
+        if len(group) == 1 and not (spec.endswith("|") or _ARK_RE.match(spec)):
+            _, start, end = segments[group[0]]
+            wav, rate = read_audio_slice(spec, start, end)
+            yield group[0], wav, rate
+            continue
+        whole, rate = read_audio(spec, allow_pipes=allow_pipes)
+        for u in group:
+            _, start, end = segments[u]
+            yield u, whole[int(start * rate) : int(end * rate)], rate

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from stk.data.audio import load_segment
+from stk.data.audio import RecordingCache, load_segment
 from stk.data.kaldi import DataDirError, load_data_dir, read_kv
 from stk.features.fbank import FbankConfig, GlobalCMVN, compute_fbank
 
@@ -81,7 +81,14 @@ class KaldiDataset(torch.utils.data.Dataset):
             raise DataDirError(f"{self.dir}: speech=True but there is no wav.scp or feats.scp")
         self.wav_scp, self.segments = d.wav_scp, d.segments
         self.feats_scp = read_kv(self.dir / "feats.scp") if speech and (self.dir / "feats.scp").exists() else None
+        # the segments of a pipe/ark recording share one decode of it (LRU of decoded recordings)
+        self._recordings = RecordingCache() if self.segments is not None else None
         utts = d.utt_ids if speech else list((d.text or {}).keys())
+        if self.feats_scp is not None:
+            no_feats = [u for u in utts if u not in self.feats_scp]
+            if no_feats:
+                raise DataDirError(f"{self.dir}/feats.scp: utterance {no_feats[0]!r} (and {len(no_feats) - 1} more) "
+                                   "has no features; re-run `stk data fbank` or `stk data validate` the dir")
         texts = {key: self._read(name) for key, name in targets.items()}
         int_seqs = int_seqs or {}
         clash = sorted(set(int_seqs) & (set(targets) | set(extra_labels or {}) | {"feats", "utt_id", "length"}))
@@ -189,7 +196,8 @@ class KaldiDataset(torch.utils.data.Dataset):
 
                 feats = torch.from_numpy(kaldiio.load_mat(self.feats_scp[utt]).copy()).float()
             else:
-                wav, rate = load_segment(self.wav_scp, utt, self.segments, allow_pipes=self.allow_pipes)
+                wav, rate = load_segment(self.wav_scp, utt, self.segments, allow_pipes=self.allow_pipes,
+                                         cache=self._recordings)
                 feats = compute_fbank(wav, rate, self.fbank)
         except Exception as e:
             raise type(e)(f"utterance {utt!r} in {self.dir}: {e}") from None
