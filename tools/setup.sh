@@ -3,6 +3,7 @@
 # Idempotent: a second run checks and installs nothing new.
 #   bash tools/setup.sh            # base install (+ pytest)
 #   STK_PEER=1 bash tools/setup.sh # also the ESPnet peer for bench/ (see bench/README.md)
+#   STK_JUDGES=1 bash tools/setup.sh # also the judges of generated speech (tools/install_judges.sh)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -32,4 +33,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 if [ "${STK_PEER:-0}" = 1 ]; then bash tools/install_peer.sh; fi
+if [ "${STK_JUDGES:-0}" = 1 ]; then bash tools/install_judges.sh; fi  # Whisper/resemblyzer/PESQ/STOI judges
 echo "[setup] ready: source .venv/bin/activate" >&2

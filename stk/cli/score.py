@@ -15,6 +15,14 @@ class Metric(str, enum.Enum):
     wer = "wer"
     bleu = "bleu"
     acc = "acc"
+    # speech out (stk/metrics_speech.py, judges extra): REF is a text file (asr-bleu, judge-wer) or a
+    # reference wav data dir (mcd, pesq, stoi, spk-sim); HYP is a data dir of generated speech
+    asr_bleu = "asr-bleu"
+    judge_wer = "judge-wer"
+    mcd = "mcd"
+    pesq = "pesq"
+    stoi = "stoi"
+    spk_sim = "spk-sim"
 
 
 class Norm(str, enum.Enum):
@@ -43,7 +51,7 @@ def _write_json(path: Path, res: dict) -> None:
 def score(
     ref: Annotated[Path, typer.Argument(help="Reference file (utt-id text), e.g. data/test/text; for acc `utt-id label`, e.g. data/test/utt2intent.")],
     hyp: Annotated[Path | None, typer.Argument(help="Hypothesis file (utt-id text) from `stk decode` (`--method classify` for acc). Not with --compare.")] = None,
-    metric: Annotated[Metric, typer.Option(help="wer (WER and CER), bleu (BLEU and chrF) or acc (label accuracy: intent, language ID).")] = Metric.wer,
+    metric: Annotated[Metric, typer.Option(help="wer (WER and CER), bleu (BLEU and chrF) or acc (label accuracy: intent, language ID); speech out: asr-bleu / judge-wer (REF text, HYP a wav data dir transcribed by the Whisper judge), mcd / pesq / stoi / spk-sim (REF and HYP wav data dirs).")] = Metric.wer,
     normalizer: Annotated[Norm, typer.Option(help="WER: text normaliser of references and hypotheses: jiwer (lowercase, remove Unicode punctuation), whisper_basic / whisper_english (Whisper's, as in SeamlessM4T's ASR-BLEU; needs stk[whisper]) or none. Its name goes into score.json.")] = Norm.jiwer,
     keep_case: Annotated[bool, typer.Option(help="WER, jiwer normaliser: do not lowercase.")] = False,
     keep_punct: Annotated[bool, typer.Option(help="WER, jiwer normaliser: do not strip punctuation.")] = False,
@@ -54,6 +62,7 @@ def score(
     compare: Annotated[tuple[Path, Path] | None, typer.Option(help="Paired comparison of two hypothesis files HYP_A HYP_B: A - B with its 95 % paired-bootstrap interval; 'no difference' when it contains 0.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON (WER: and a sclite-style result.txt beside it).")] = None,
     result_txt: Annotated[bool, typer.Option(help="WER with --json: write result.txt (sclite-style summary and per-utterance alignments) beside the JSON.")] = True,
+    lang: Annotated[str | None, typer.Option(help="asr-bleu/judge-wer: language of the generated speech for the Whisper judge (default: HYP's utt2lang).")] = None,
 ) -> None:
     """Score hypotheses against references (or compare two systems); prints the scores.
 
@@ -63,6 +72,12 @@ def score(
       stk score data/test/text --compare exp/a/decode_test/hyp exp/b/decode_test/hyp --json cmp.json
     """
     from stk.scoring import Normalizer, bootstrap as boot, compare_files, score_files, sclite_report
+
+    if metric.value in ("asr-bleu", "judge-wer", "mcd", "pesq", "stoi", "spk-sim"):
+        from stk.cli.judge import score_speech
+
+        return score_speech(ref, hyp, metric.value, lang=lang, json_out=json_out,
+                            norm=Normalizer(not keep_case, not keep_punct, strip_accents, name=normalizer.value))
 
     try:
         norm = Normalizer(not keep_case, not keep_punct, strip_accents, name=normalizer.value)
