@@ -273,3 +273,54 @@ def combine(
         _fail(DataDirError(f"{out_dir}: no utterances left to write"))
     write_data_dir(out_dir, utt2spk=utt2spk, extra=merged)
     typer.echo(f"{out_dir}: {len(next(iter(merged.values()), {}))} entries from {len(in_dirs)} dirs")
+
+
+@app.command("to-lhotse")
+def to_lhotse_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Kaldi data dir (wav.scp [+ segments], text, utt2spk, utt2lang, text.<lang>…).")],
+    out: Annotated[Path, typer.Argument(help="Output dir: recordings.jsonl.gz and supervisions.jsonl.gz.")],
+    sample_rate: Annotated[int, typer.Option(help="Sampling rate of the recordings.")] = 16000,
+    allow_pipes: Annotated[bool, typer.Option(help="Let lhotse run wav.scp pipes to measure durations (no utt2dur/reco2dur).")] = False,
+) -> None:
+    """Write lhotse recordings and supervisions manifests for a data dir (needs stk[lhotse]).
+
+    utt2lang becomes the supervision language; translations (text.<lang>) and other utt2* labels
+    become custom fields named by their file.
+    """
+    from stk.data.kaldi import DataDirError
+    from stk.data.lhotse import to_lhotse
+
+    try:
+        rec, sup = to_lhotse(data_dir, out, sampling_rate=sample_rate, allow_pipes=allow_pipes)
+    except DataDirError as e:
+        _fail(e)
+    typer.echo(f"{rec}\n{sup}")
+
+
+@app.command("from-lhotse")
+def from_lhotse_cmd(
+    manifests: Annotated[list[Path], typer.Argument(help="lhotse manifests: recordings + supervisions files, a cuts file, or a dir holding them.")],
+    out: Annotated[Path, typer.Argument(help="Output Kaldi data dir (new or empty).")],
+    prefix_spk_id: Annotated[bool, typer.Option(help="Prefix utterance ids with the speaker id (Kaldi's sort convention).")] = False,
+) -> None:
+    """Write a Kaldi data dir from lhotse manifests (needs stk[lhotse]).
+
+    Supervision custom fields named text.<lang> or utt2* become those files (translations, intents).
+    """
+    from stk.data.kaldi import DataDirError
+    from stk.data.lhotse import from_lhotse
+
+    try:
+        d = from_lhotse(manifests, out, prefix_spk_id=prefix_spk_id)
+    except DataDirError as e:
+        _fail(e)
+    typer.echo(f"{d}: {len(_utterances(d))} utterances")
+
+
+def _utterances(d: Path) -> dict[str, str]:
+    from stk.data.kaldi import read_kv
+
+    for name in ("segments", "utt2spk", "wav.scp"):
+        if (d / name).exists():
+            return read_kv(d / name)
+    return {}
