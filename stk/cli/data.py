@@ -317,6 +317,25 @@ def from_lhotse_cmd(
     typer.echo(f"{d}: {len(_utterances(d))} utterances")
 
 
+@app.command()
+def pitch(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with a wav.scp (any rate; resampled to 16 kHz).")],
+    out_dir: Annotated[Path | None, typer.Option(help="Where pitch.{ark,scp} and pitch_stats.json go (default: DATA_DIR).")] = None,
+    method: Annotated[str, typer.Option(help="pyworld F0 estimator: dio (DIO + StoneMask) or harvest.")] = "dio",
+    frame_shift_ms: Annotated[float, typer.Option(help="Frame shift in ms (10: the fbank frame rate).")] = 10.0,
+) -> None:
+    """F0 + voicing per frame (pyworld) with per-speaker normalised log-F0 -> pitch.{ark,scp} (kaldiio)."""
+    from stk.data.kaldi import DataDirError
+    from stk.features.pitch import PitchConfig, dump_pitch
+
+    try:
+        res = dump_pitch(data_dir, out_dir, PitchConfig(method=method, frame_shift_ms=frame_shift_ms))
+    except (DataDirError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"{out_dir or data_dir}/pitch.scp: {res['utts']} utterances, {res['frames']} frames, "
+               f"{100 * res['voiced_fraction']:.1f} % voiced, {len(res['speakers'])} speakers")
+
+
 def _utterances(d: Path) -> dict[str, str]:
     from stk.data.kaldi import read_kv
 
