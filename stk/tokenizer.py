@@ -6,8 +6,11 @@ Every stk tokenizer reserves: ``0 = <blank>`` (CTC/RNN-T blank, also padding), `
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable
+
+log = logging.getLogger("stk.tokenizer")
 
 BLANK, UNK, SOS_EOS = 0, 1, 2
 
@@ -21,7 +24,10 @@ class Tokenizer:
         self.path = Path(model_path)
         if not self.path.exists():
             raise FileNotFoundError(f"tokenizer model not found: {self.path}")
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as e:
+            raise ValueError(f"{self.path}: not a sentencepiece model ({' '.join(str(e).split())})") from None
         if self.sp.piece_to_id("<blank>") != BLANK or self.sp.eos_id() != SOS_EOS:
             raise ValueError(f"{self.path} was not trained by `stk tokenizer train` (special ids differ)")
 
@@ -51,7 +57,8 @@ def train_tokenizer(
     """Train a SentencePiece model on ``texts`` and write ``{model_prefix}.model``/``.vocab``.
 
     ``model_type`` is ``char``, ``bpe`` or ``unigram``. For a tiny corpus the vocabulary size is a
-    soft limit (``hard_vocab_limit=False``).
+    soft limit (``hard_vocab_limit=False``): a model smaller than ``vocab_size`` is logged as a warning.
+    ``ValueError`` when there is no non-empty line of text.
     """
     import sentencepiece as spm
 
@@ -59,7 +66,7 @@ def train_tokenizer(
         raise ValueError(f"model_type must be char, bpe or unigram, got {model_type!r}")
     lines = [t.strip() for t in texts if t.strip()]
     if not lines:
-        raise ValueError("no text to train the tokenizer on")
+        raise ValueError("no text to train the tokenizer on (every line is empty)")
     prefix = Path(model_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
@@ -79,4 +86,9 @@ def train_tokenizer(
         minloglevel=2,
         num_threads=1,
     )
-    return prefix.with_suffix(".model")
+    path = Path(f"{prefix}.model")
+    got = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    if got < vocab_size:
+        log.warning("%s: asked for --vocab-size %d but the text only supports %d pieces (sentencepiece's soft "
+                    "limit on small data); the model has %d", path, vocab_size, got, got)
+    return path

@@ -21,10 +21,39 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["decode"], ["corpus", "mini"], ["tokenizer", "train"]])
-def test_every_command_has_help(cmd):
-    res = runner.invoke(app, [*cmd, "--help"])
-    assert res.exit_code == 0 and "Usage" in res.output
+def _all_commands() -> list[list[str]]:
+    import typer.main
+
+    out: list[list[str]] = []
+
+    def walk(cmd, path: list[str]) -> None:
+        assert (cmd.help or "").strip(), f"stk {' '.join(path)}: no help text"
+        out.append(path)
+        if hasattr(cmd, "commands"):  # a group (typer's own click)
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def test_every_command_has_help():
+    cmds = _all_commands()
+    assert len(cmds) > 25 and ["data", "fbank"] in cmds and ["package"] in cmds
+    for cmd in cmds:
+        res = runner.invoke(app, [*cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output, (cmd, res.output)
+
+
+def fails_cleanly(res, *needles: str) -> None:
+    """rc != 0 through typer.Exit (not an escaped exception), one `error:` line, no traceback."""
+    assert res.exit_code != 0, res.output
+    assert isinstance(res.exception, SystemExit), f"escaped exception: {res.exception!r}"
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert errors, res.output
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
 
 
 def test_validate_reports_problem(tmp_path):
@@ -184,3 +213,158 @@ def test_combine_langs_subset_and_table(tmp_path):
     res = runner.invoke(app, ["table", "--rows", "A,B", "BLEU|bleu|" + str(tmp_path / "{row}.json")])
     assert res.exit_code == 0 and "| A | 1.0 |" in res.output and "| B | – |" in res.output
     assert runner.invoke(app, ["table", "--rows", "A", "A|BLEU|bleu|x.json"]).exit_code == 1
+
+
+def test_package_store_names_force_and_provenance(trained, tmp_path, monkeypatch):
+    import torch
+    import yaml
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("STK_MODEL_STORE", str(store))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("precious")
+    args = ["package", "exp", "--weights", "exp/model.avg2.safetensors"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "p1"), "--name", "a"])
+    assert res.exit_code == 0, res.output
+    for bad in (".", "..", str(victim), "../victim", "a/b", "-x", ""):
+        res = runner.invoke(app, [*args, "--out", str(tmp_path / "p2"), "--name", bad, "--force"])
+        fails_cleanly(res, "plain identifier")
+    assert (victim / "data.txt").read_text() == "precious" and (store / "a" / "model.yaml").exists()
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "p2"), "--name", "a"])
+    fails_cleanly(res, "exists", "--force")
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "p2"), "--name", "a", "--force", "--description", "v2"])
+    assert res.exit_code == 0, res.output
+    meta = yaml.safe_load((store / "a" / "model.yaml").read_text())
+    assert meta["description"] == "v2" and meta["uses_cmvn"] is True
+    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["stk"]
+    assert sorted(p.name for p in store.iterdir()) == ["a"]  # no temporary dirs left behind
+    # --out onto something that is not a package is refused, and left alone
+    res = runner.invoke(app, [*args, "--out", str(victim)])
+    fails_cleanly(res, "not a package directory")
+    assert (victim / "data.txt").read_text() == "precious"
+    # files honour the umask (0644 under 022), not mkstemp/mkdtemp's private modes
+    old = os.umask(0o022)
+    try:
+        res = runner.invoke(app, [*args, "--out", str(tmp_path / "p3")])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p3").stat().st_mode & 0o777 == 0o755
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "p3").iterdir()} == dict.fromkeys(
+        ["cmvn.json", "model.safetensors", "model.yaml", "tokenizer.model"], "0o644")
+
+
+def test_package_checks_the_weights_fit_the_config(trained, tmp_path):
+    import shutil
+
+    import yaml
+
+    bad = tmp_path / "exp_bad"
+    bad.mkdir()
+    cfg = yaml.safe_load(Path("exp/config.yaml").read_text())
+    cfg["model"]["conf"]["encoder"]["conf"]["ffn_dim"] = 96
+    (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["package", str(bad), "--weights", "exp/model.avg2.safetensors", "--out", str(tmp_path / "p")])
+    fails_cleanly(res, "does not fit", "(64, 32) vs (96, 32)")
+    assert not (tmp_path / "p").exists()
+    # a model trained with CMVN is not packaged without its statistics
+    shutil.copy("exp/config.yaml", bad / "config.yaml")
+    cfg = yaml.safe_load(Path("exp/config.yaml").read_text())
+    cfg["data"]["cmvn"] = str(tmp_path / "gone.json")
+    (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["package", str(bad), "--weights", "exp/model.avg2.safetensors", "--out", str(tmp_path / "p")])
+    fails_cleanly(res, "gone.json")
+
+
+def test_failed_resume_changes_nothing(trained, tmp_path):
+    import shutil
+
+    exp = tmp_path / "exp_resume"
+    shutil.copytree("exp", exp)
+    before = {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    res = runner.invoke(app, ["train", "--config", "train.yaml", "--exp-dir", str(exp),
+                              "model.conf.encoder.conf.ffn_dim=96", "trainer.max_epochs=3"])
+    fails_cleanly(res, "does not fit the model", "(64, 32) vs (96, 32)")
+    assert {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()} == before
+
+
+def _last_weights(exp: Path) -> dict:
+    from stk.checkpoint import load_checkpoint
+
+    return load_checkpoint(exp / "checkpoints" / "last.pt")["model"]
+
+
+def test_same_seed_gives_bit_identical_weights(trained, tmp_path):
+    import torch
+
+    runs = {}
+    for tag, seed in (("a", 3), ("b", 3), ("c", 4)):
+        torch.manual_seed(100 + len(runs))  # whatever the global RNG held before must not matter
+        res = runner.invoke(app, ["train", "--config", "train.yaml", "--exp-dir", str(tmp_path / tag),
+                                  "trainer.max_steps=1", f"trainer.seed={seed}"])
+        assert res.exit_code == 0, res.output
+        runs[tag] = _last_weights(tmp_path / tag)
+    assert all(torch.equal(v, runs["b"][k]) for k, v in runs["a"].items())
+    assert not all(torch.equal(v, runs["c"][k]) for k, v in runs["a"].items())
+
+
+def test_malicious_pickle_is_refused_on_every_weight_path(trained, tmp_path):
+    import shutil
+
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {"w": Payload()}}, evil)
+    # stk average: a poisoned last.pt
+    exp = tmp_path / "exp_evil"
+    (exp / "checkpoints").mkdir(parents=True)
+    shutil.copy(evil, exp / "checkpoints" / "last.pt")
+    fails_cleanly(runner.invoke(app, ["average", str(exp), "--n", "1"]), "refusing to load", "last.pt")
+    # stk package --weights (a .pt and a file named .safetensors)
+    fails_cleanly(runner.invoke(app, ["package", "exp", "--weights", str(evil), "--out", str(tmp_path / "p")]),
+                  "refusing to load", "evil.pt")
+    shutil.copy(evil, tmp_path / "evil.safetensors")
+    fails_cleanly(runner.invoke(app, ["package", "exp", "--weights", str(tmp_path / "evil.safetensors"),
+                                      "--out", str(tmp_path / "p")]), "not a safetensors file")
+    # init: in a training config
+    Path("evil_init.yaml").write_text(TINY_CONFIG + f"init:\n  - {{path: {evil}}}\n")
+    fails_cleanly(runner.invoke(app, ["train", "--config", "evil_init.yaml", "--exp-dir", str(tmp_path / "e2")]),
+                  "refusing to load", "evil.pt")
+    # stk decode --model: a package whose model.safetensors is the pickle
+    shutil.copytree("pkg", tmp_path / "pkg_evil")
+    shutil.copy(evil, tmp_path / "pkg_evil" / "model.safetensors")
+    fails_cleanly(runner.invoke(app, ["decode", "--model", str(tmp_path / "pkg_evil"), "train/wav.scp"]),
+                  "model.safetensors", "not a safetensors file")
+    assert not marker.exists()
+
+
+def test_sigterm_through_the_cli_checkpoints_and_exits_75(trained, tmp_path):
+    import signal
+    import time
+
+    from stk.trainer import EXIT_INTERRUPTED
+
+    exp = tmp_path / "exp_term"
+    proc = subprocess.Popen([sys.executable, "-m", "stk.cli", "train", "--config", "train.yaml", "--exp-dir", str(exp),
+                             "trainer.max_epochs=200", "trainer.save_interval_steps=1"],
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 180
+        while not (exp / "checkpoints" / "last.pt").exists():
+            assert proc.poll() is None and time.time() < deadline, "training ended or hangs"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "Traceback" not in err and "SIGTERM" in err and "run the same command again to resume" in err
+    assert _last_weights(exp)  # a complete checkpoint
