@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 import torch.distributed as dist
@@ -595,12 +595,15 @@ def _as(cls: type, value: Any) -> Any:
 def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None = None, *,
           exp_dir: str | Path, optim: OptimConfig | dict[str, Any], trainer: TrainerConfig | dict[str, Any],
           batch: Mapping[str, BatchConfig | dict[str, Any]], valid_batch: BatchConfig | dict[str, Any] | None = None,
-          num_workers: int = 0) -> dict[str, Any]:
+          num_workers: int = 0, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Build samplers, loaders and the stream mixer (DDP-aware), train, return the final metrics.
 
     ``train_streams``: name -> dataset (``lengths``, ``langs``, ``collate``); the first is the
     primary stream, whose passes are the epochs; a stream whose ``batch.ratio`` is 0 is left out.
     ``batch``: name -> :class:`BatchConfig` (or its fields as a dict). ``valid_batch`` defaults to the primary's settings, unshuffled.
+    ``on_start``: called on rank 0 once the trainer is built and any resume checkpoint was checked
+    against the model, before training (``stk train`` writes ``config.yaml`` there, so a run that
+    cannot resume changes nothing).
     """
     optim, cfg = _as(OptimConfig, optim), _as(TrainerConfig, trainer)
     bcfg = {k: _as(BatchConfig, v) for k, v in batch.items()}
@@ -635,6 +638,8 @@ def train(model: nn.Module, train_streams: Mapping[str, Any], valid: Any | None 
                          valid_data=valid_loader, total_steps=total, device=device)
         if rank == 0:  # after the resume check: a run that cannot resume leaves the exp dir as it was
             save_config({"optim": optim, "trainer": cfg, "batch": bcfg}, Path(exp_dir) / "trainer_config.yaml")
+            if on_start is not None:
+                on_start()
         return runner.fit()
     finally:
         log.setLevel(prev_level)
