@@ -21,9 +21,12 @@ Implementations (each decodes all utterances per timed call):
     utterances; up to ``--greedy-max-symbols`` symbols per frame, default 5 as stk's decoder), and
     ``stk greedy 1/frame``, the same capped at 1 symbol per frame — ESPnet's greedy rule, so it must
     return exactly ESPnet's greedy output (the table's "same output" column checks it).
-  * ``stk beam K``: ``stk.decode.rnnt.rnnt_beam_search`` (torchaudio's ``RNNTBeamSearch`` over the
-    stk head through stk's adapter; one utterance at a time, hypotheses batched per expansion),
-    ranked by log-probability.
+  * ``stk beam K``: ``stk.decode.rnnt.rnnt_beam_search(algorithm="torchaudio")`` (torchaudio's
+    ``RNNTBeamSearch`` over the stk head through stk's adapter; one utterance at a time, hypotheses
+    batched per expansion), ranked by log-probability (``--score-norm``: length-normalised).
+  * ``stk batched beam K``: ``rnnt_beam_search`` (stk's default since issue 11: icefall's modified
+    beam search, at most one symbol per frame, batched over the encoder batch's utterances and
+    hypotheses); its "× other" column is against ``stk beam K`` (torchaudio's search).
   * ``ESPnet greedy`` / ``ESPnet beam K``: ``espnet2.asr.transducer.beam_search_transducer.
     BeamSearchTransducer`` (the class ``espnet2.bin.asr_inference`` uses) with ``search_type="default"``
     (its default; Graves 2012 beam search, one hypothesis expanded at a time; ``beam_size=1`` is its
@@ -85,6 +88,24 @@ def make_inputs(num_utts: int, min_s: float, max_s: float, seed: int) -> list[to
     g = torch.Generator().manual_seed(seed)
     lens = (100 * (min_s + (max_s - min_s) * torch.rand(num_utts, generator=g))).long()
     return [torch.randn(int(n), FEATS, generator=g) for n in lens]
+
+
+def load_trained(package: Path, data: Path, max_utts: int) -> tuple[nn.Module, list[torch.Tensor], list[str], Any]:
+    """A packaged transducer, the (CMVN-normalised) fbank of the first ``max_utts`` utterances of
+    ``data`` (a data dir with ``wav.scp`` and ``text``; ``max_utts`` <= 0: all) and their references."""
+    from stk.data.kaldi import read_kv
+    from stk.inference import iter_batches, read_scp_input
+    from stk.package import load_package
+
+    lm = load_package(str(package))
+    wav_scp, segments = read_scp_input(data)
+    text = read_kv(Path(data) / "text", allow_empty_value=True)
+    utts = sorted(wav_scp)[: max_utts] if max_utts > 0 else sorted(wav_scp)
+    feats: dict[str, torch.Tensor] = {}
+    for ids, x, lens in iter_batches(lm, {u: wav_scp[u] for u in utts}, segments, batch_frames=20000,
+                                     allow_pipes=False):
+        feats.update({u: x[j, : int(lens[j])] for j, u in enumerate(ids)})
+    return lm.model, [feats[u] for u in utts], [text[u] for u in utts], lm.tokenizer
 
 
 def encoder_batches(feats: list[torch.Tensor], batch: int) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
@@ -222,8 +243,8 @@ class Searchers:
     """The timed searchers over fixed encoder output; each returns token ids per utterance (input order)."""
 
     def __init__(self, head: nn.Module, enc: list[tuple[torch.Tensor, torch.Tensor, list[int]]], num_utts: int,
-                 espnet: tuple[nn.Module, nn.Module] | None, greedy_max_symbols: int = 5) -> None:
-        self.head, self.enc, self.n = head, enc, num_utts
+                 espnet: tuple[nn.Module, nn.Module] | None, greedy_max_symbols: int = 5, norm: bool = False) -> None:
+        self.head, self.enc, self.n, self.norm = head, enc, num_utts, norm
         self.max_symbols = greedy_max_symbols
         self.utts: list[tuple[int, torch.Tensor]] = [
             (i, e[j, : int(l[j])]) for e, l, idx in enc for j, i in enumerate(idx)]
@@ -261,9 +282,22 @@ class Searchers:
         from stk.decode.rnnt import rnnt_beam_search
 
         utts = self.utts if only is None else [self.utts[only]]
-        pairs = [(i, rnnt_beam_search(self.head, e[None], torch.tensor([e.size(0)]), beam_size=beam)[0])
-                 for i, e in utts]
+        pairs = [(i, rnnt_beam_search(self.head, e[None], torch.tensor([e.size(0)]), beam_size=beam,
+                                      length_normalise=self.norm, algorithm="torchaudio")[0]) for i, e in utts]
         return self._order(pairs) if only is None else [t for _, t in pairs]
+
+    def stk_modified(self, beam: int, only: int | None = None) -> list[list[int]]:
+        """The batched modified beam search on the encoder batches."""
+        from stk.decode.rnnt import rnnt_beam_search
+
+        if only is not None:
+            i, e = self.utts[only]
+            return rnnt_beam_search(self.head, e[None], torch.tensor([e.size(0)]), beam_size=beam,
+                                    length_normalise=self.norm)
+        pairs = []
+        for e, l, idx in self.enc:
+            pairs += list(zip(idx, rnnt_beam_search(self.head, e, l, beam_size=beam, length_normalise=self.norm)))
+        return self._order(pairs)
 
     @torch.no_grad()  # as espnet2.bin.asr_inference.Speech2Text.__call__
     def esp(self, beam: int, only: int | None = None) -> list[list[int]]:
@@ -278,6 +312,8 @@ class Searchers:
             return self.stk_greedy
         if impl == "stk greedy 1/frame":
             return lambda only=None: self.stk_greedy(only, max_symbols=1)
+        if impl.startswith("stk batched beam "):
+            return lambda only=None, k=int(impl.split()[-1]): self.stk_modified(k, only)
         if impl.startswith("stk beam "):
             return lambda only=None, k=int(impl.split()[-1]): self.stk_beam(k, only)
         if impl == "ESPnet greedy":
@@ -299,24 +335,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         notes.append(f"ESPnet is not installed ({why}); install it with `bash tools/install_peer.sh`. "
                      "Benched stk only.")
         impls_esp = False
-    model = build_model(args.pred_dim, args.joint_dim, args.pred_layers, args.seed)
-    feats = make_inputs(args.num_utts, args.min_seconds, args.max_seconds, args.seed)
+    refs = tokenizer = None
+    if args.package:  # a trained model on a real test set
+        model, feats, refs, tokenizer = load_trained(args.package, args.data, args.num_utts)
+        args.num_utts = len(feats)
+        impls_esp = False
+    else:
+        model = build_model(args.pred_dim, args.joint_dim, args.pred_layers, args.seed)
+        feats = make_inputs(args.num_utts, args.min_seconds, args.max_seconds, args.seed)
     audio_s = sum(f.size(0) for f in feats) / 100.0
     batches = encoder_batches(feats, args.enc_batch)
     enc = encode_all(model, batches)
     head = model.rnnt
-    cal = calibrate(head, enc, args.logit_scale, args.tokens_per_frame)
-    cal.update(posterior_stats(head, enc))
+    if args.package:
+        cal = {"package": str(args.package), "data": str(args.data)}
+    else:
+        cal = calibrate(head, enc, args.logit_scale, args.tokens_per_frame)
+        cal.update(posterior_stats(head, enc))
     espnet = espnet_from_stk(head) if impls_esp else None
     if espnet is not None:
         cal["joint_logp_max_abs_diff_stk_vs_espnet"] = joint_max_diff(head, *espnet, enc[0][0][0])
     impls: list[str] = []
     if "stk" in args.impls:
         impls += ["stk greedy"] + (["stk greedy 1/frame"] if args.greedy_max_symbols != 1 else []) + [
-            f"stk beam {k}" for k in args.beams]
+            f"stk beam {k}" for k in args.beams] + [f"stk batched beam {k}" for k in args.beams]
     if impls_esp:
         impls += ["ESPnet greedy"] + [f"ESPnet beam {k}" for k in args.beams]
-    s = Searchers(head, enc, args.num_utts, espnet, args.greedy_max_symbols)
+    s = Searchers(head, enc, args.num_utts, espnet, args.greedy_max_symbols, norm=args.score_norm)
     enc_frames = [int(l) for _, ls, _ in enc for l in ls]
     mid = sorted(range(len(s.utts)), key=lambda k: s.utts[k][1].size(0))[len(s.utts) // 2]
     warm: dict[str, float] = {}
@@ -342,6 +387,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out = outputs[impl]
         r = {"median_s": t, "times_s": times[impl], "warmup_s": warm[impl], "rtf_search": t / audio_s,
              "rtf_with_encoder": (t + t_enc) / audio_s, "tokens_per_frame": sum(map(len, out)) / total_frames}
+        if refs is not None:
+            from stk.scoring import error_rates
+
+            er = error_rates(refs, [tokenizer.decode(ids) for ids in out])
+            r["wer"], r["cer"] = er["wer"], er["cer"]
         peer = peer_of(impl)
         if peer in outputs:
             r[f"time_vs_{peer}"] = t / median(times[peer])
@@ -351,13 +401,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "audio_s": audio_s, "enc_frames": enc_frames, "enc_batch": args.enc_batch,
                        "encoder": ENCODER, "vocab": VOCAB, "pred_dim": args.pred_dim, "joint_dim": args.joint_dim,
                        "pred_layers": args.pred_layers, "greedy_max_symbols": args.greedy_max_symbols,
-                       "beams": args.beams, "repeats": args.repeats,
+                       "beams": args.beams, "repeats": args.repeats, "score_norm": args.score_norm,
                        "seed": args.seed},
             "calibration": cal, "machine": machine_info(args.threads), "results": results, "notes": notes}
 
 
 def peer_of(impl: str) -> str:
-    """The other toolkit's search of the same kind (stk greedy, capped or not, pairs with ESPnet greedy)."""
+    """The other toolkit's search of the same kind (stk greedy, capped or not, pairs with ESPnet greedy);
+    stk's batched beam search pairs with torchaudio's (``stk beam K``)."""
+    if impl.startswith("stk batched beam "):
+        return "stk beam " + impl.split()[-1]
     kind = "greedy" if "greedy" in impl else impl.split(" ", 1)[1]
     return f"ESPnet {kind}" if impl.startswith("stk") else f"stk {kind}"
 
@@ -375,13 +428,22 @@ def table(record: dict[str, Any]) -> str:
             rr = [a / b for a, b in zip(r["times_s"], res[peer]["times_s"])]  # same round of the alternation
             vs = f"{r['time_vs_' + peer]:.2f} ({median(rr):.2f}; {min(rr):.2f}–{max(rr):.2f})"
         same = f"{100 * r['same_output_as_' + peer]:.0f} %" if f"same_output_as_{peer}" in r else "—"
-        rows.append([impl, f"{r['rtf_search']:.4f}", f"{r['rtf_with_encoder']:.4f}", f"{r['median_s']:.2f}", vs,
-                     f"{r['tokens_per_frame']:.3f}", same])
-    header = ["search", "RTF search only", "RTF with encoder", "s per call (median)",
-              "time × other toolkit's (per-round median; range)",
-              "tokens/frame", "same output as the other"]
+        rows.append([impl, f"{r['rtf_search']:.4f}", f"{r['rtf_with_encoder']:.4f}", f"{r['median_s']:.2f}",
+                     f"{c['num_utts'] / r['median_s']:.1f}", vs, f"{r['tokens_per_frame']:.3f}", same]
+                    + ([f"{r['wer']:.1f} / {r['cer']:.1f}"] if "wer" in r else []))
+    header = ["search", "RTF search only", "RTF with encoder", "s per call (median)", "utterances/s",
+              "time × other (per-round median; range)",
+              "tokens/frame", "same output as the other"] + (["WER / CER %"] if "wer" in next(
+                  v for k, v in res.items() if k != "encoder") else [])
     e = res["encoder"]
     fr = c["enc_frames"]
+    if "package" in cal:
+        return markdown_table(header, rows) + (
+            f"\n\nTrained model {cal['package']} on {c['num_utts']} utterances of {cal['data']} ({c['audio_s']:.0f} s; "
+            f"{min(fr)}–{max(fr)} encoder frames); encoder alone RTF {e['rtf']:.4f}; ranking "
+            f"{'length-normalised' if c.get('score_norm') else 'by log-probability'}. Median of {c['repeats']} "
+            f"alternated calls; {m['threads']} thread(s), {m['cpu']}, load avg {m['load_avg_1_5_15']}, torch {m['torch']}."
+        ) + "".join(f"\n- {n}" for n in record["notes"])
     diff = cal.get("joint_logp_max_abs_diff_stk_vs_espnet")
     foot = (f"\n\nencoder alone: RTF {e['rtf']:.4f} ({e['median_s']:.2f} s for {c['audio_s']:.0f} s of audio in batches of "
             f"{c['enc_batch']}). {c['num_utts']} utterances of {c['seconds'][0]:g}–{c['seconds'][1]:g} s "
@@ -418,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens-per-frame", type=float, default=0.2,
                     help="greedy emission rate the blank bias is calibrated to (default 0.2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--package", type=Path, help="decode a trained transducer package instead (with --data)")
+    ap.add_argument("--data", type=Path, help="data dir (wav.scp, text) for --package; --num-utts of it (0: all)")
+    ap.add_argument("--score-norm", action="store_true", help="beam searches rank by length-normalised score")
     ap.add_argument("--json", type=Path, help="also write the record (all times, calibration) to this JSON file")
     ap.add_argument("--table-from", type=Path, help="only print the table of a record written by --json")
     args = ap.parse_args(argv)

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torchaudio
 
-from stk.decode.rnnt import rnnt_beam_search, rnnt_beam_search_hyps, rnnt_greedy, rnnt_greedy_hyps
+from stk.decode.rnnt import (
+    rnnt_beam_search, rnnt_beam_search_hyps, rnnt_greedy, rnnt_greedy_hyps, rnnt_modified_beam_search_hyps,
+)
 from stk.modules.rnnt import RNNTHead, RNNTJoiner, RNNTPredictor, TorchaudioRNNT, make_rnnt_beam_search
 
 
@@ -153,6 +155,7 @@ def test_training_reduces_loss_and_decoders_agree(trained):
     assert greedy == refs
     assert beam == greedy
     assert rnnt_beam_search(head, enc, elen, beam_size=3, length_normalise=True) == greedy
+    assert rnnt_beam_search(head, enc, elen, beam_size=3, algorithm="torchaudio") == greedy
 
 
 def test_length_normalised_ranking():
@@ -214,5 +217,89 @@ def test_adapter_with_encoder_callable():
     search = make_rnnt_beam_search(head, lambda x, n: (proj(x), n))
     with torch.no_grad():
         hyps = search(feats, torch.tensor(6), 3)
-        direct = rnnt_beam_search(head, proj(feats), torch.tensor([6]), beam_size=3)
+        direct = rnnt_beam_search(head, proj(feats), torch.tensor([6]), beam_size=3, algorithm="torchaudio")
     assert search.model.to_stk_tokens(hyps[0][0]) == direct[0]
+
+
+# ------------------------------------------------------------------ batched modified beam search
+
+
+def reference_modified_beam(head, enc, n, K, lm=None, lm_weight=0.0):
+    """One utterance, plain Python: icefall's modified beam search (<= 1 symbol per frame, merging)."""
+    V, blank = head.vocab_size, head.blank
+    hyps = {(): 0.0}
+    for t in range(n):
+        cands = []
+        for seq, score in hyps.items():
+            pred, _ = head.predictor(torch.tensor([[blank, *seq]]))
+            lp = head.joiner(enc[None, None, t], pred[:, -1:]).log_softmax(-1).flatten().double()
+            if lm is not None:
+                lp = lp + lm_weight * lm.logp(seq) * (torch.arange(V) != blank)
+            for v in range(V):
+                cands.append((score + float(lp[v]), seq if v == blank else seq + (v,)))
+        cands.sort(key=lambda c: -c[0])
+        new: dict[tuple, float] = {}
+        for score, seq in cands[:K]:
+            new[seq] = float(torch.logaddexp(torch.tensor(new[seq]), torch.tensor(score))) if seq in new else score
+        hyps = new
+    return sorted(((s, list(q)) for q, s in hyps.items()), key=lambda x: -x[0])
+
+
+class BigramLM:
+    """A tiny fake LMScorer: next-token log-probs from the last token (a random bigram table)."""
+
+    def __init__(self, V, seed=0):
+        self.vocab_size = V
+        self.table = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
+
+    def logp(self, seq):  # reference side
+        return self.table[seq[-1] if seq else self.vocab_size]
+
+    def init_state(self, batch_size):
+        return torch.full((batch_size,), self.vocab_size, dtype=torch.long)
+
+    def score(self, state):
+        return self.table[state]
+
+    def advance(self, state, tokens):
+        return torch.where(tokens >= 0, tokens, state)
+
+    def select(self, state, index):
+        return state[index]
+
+
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_modified_beam_batched_equals_alone_and_reference(with_lm):
+    head = small_head(V=6, E=4, seed=7).eval()
+    g = torch.Generator().manual_seed(3)
+    enc = torch.randn(5, 9, 4, generator=g) * 2
+    lens = torch.tensor([9, 4, 7, 1, 6])
+    lm = BigramLM(6) if with_lm else None
+    w = 0.5 if with_lm else 0.0
+    batched = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=4, nbest=4, lm=lm, lm_weight=w)
+    assert any(h[0].tokens for h in batched)
+    for b in range(5):
+        n = int(lens[b])
+        (alone,) = rnnt_modified_beam_search_hyps(head, enc[b : b + 1, :n], lens[b : b + 1], beam_size=4, nbest=4,
+                                                  lm=lm, lm_weight=w)
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in batched[b]], abs=1e-5)
+        with torch.no_grad():
+            ref = reference_modified_beam(head, enc[b], n, 4, lm, w)
+        assert [h.tokens for h in batched[b]] == [q for _, q in ref]
+        assert [h.score for h in batched[b]] == pytest.approx([s for s, _ in ref], abs=1e-4)
+
+
+def test_modified_beam_lm_fusion_changes_the_search_and_bad_args():
+    head = small_head(V=6, E=4, seed=8).eval()
+    enc, lens = torch.randn(3, 8, 4) * 2, torch.tensor([8, 8, 5])
+    plain = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=3)
+    strong = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=3, lm=BigramLM(6, seed=1), lm_weight=5.0)
+    assert [h[0].tokens for h in plain] != [h[0].tokens for h in strong]
+    for kw in ({"beam_size": 0}, {"nbest": 5}, {"lm_weight": -1.0}):
+        with pytest.raises(ValueError):
+            rnnt_modified_beam_search_hyps(head, enc, lens, **{"beam_size": 3, **kw})
+    with pytest.raises(ValueError):
+        rnnt_modified_beam_search_hyps(head, enc, lens, lm=BigramLM(7), lm_weight=1.0)
+    with pytest.raises(ValueError):
+        rnnt_beam_search(head, enc, lens, algorithm="fast")

@@ -1,6 +1,16 @@
-"""RNN-T decoding: batched greedy search and torchaudio's beam search over an stk head."""
+"""RNN-T decoding: batched greedy search, a batched modified beam search, and torchaudio's beam search.
+
+``rnnt_beam_search`` (``stk decode --method rnnt_beam``) runs :func:`rnnt_modified_beam_search_hyps`
+by default: icefall's "modified beam search" (at most one symbol per frame, hypotheses of equal
+token sequences merged), batched over utterances and hypotheses (one joiner and one predictor
+call per frame for the whole batch), with optional shallow fusion of an external LM
+(:class:`~stk.decode.lm.LMScorer`). ``algorithm="torchaudio"`` runs torchaudio's
+``RNNTBeamSearch`` (Graves-style, several symbols per frame) one utterance at a time.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -8,7 +18,10 @@ from torch import Tensor
 from stk.decode.beam_search import Hyp
 from stk.modules.rnnt import RNNTHead, make_rnnt_beam_search
 
-__all__ = ["rnnt_greedy", "rnnt_greedy_hyps", "rnnt_beam_search", "rnnt_beam_search_hyps"]
+__all__ = ["rnnt_greedy", "rnnt_greedy_hyps", "rnnt_beam_search", "rnnt_beam_search_hyps",
+           "rnnt_modified_beam_search_hyps"]
+
+_P1, _P2, _M = 1_000_003, 999_983, 2_147_483_647  # rolling hashes of token sequences (mod a 31-bit prime)
 
 
 def _check(head: RNNTHead, enc: Tensor, enc_lens: Tensor) -> None:
@@ -123,9 +136,134 @@ def rnnt_beam_search_hyps(
     return results
 
 
+@torch.no_grad()
+def rnnt_modified_beam_search_hyps(
+    head: RNNTHead,
+    enc: Tensor,
+    enc_lens: Tensor,
+    beam_size: int = 4,
+    *,
+    nbest: int = 1,
+    length_normalise: bool = False,
+    lm: Any | None = None,
+    lm_weight: float = 0.0,
+) -> list[list[Hyp]]:
+    """Modified beam search (icefall's), batched over utterances: at most one symbol per frame.
+
+    At each frame every hypothesis is extended by blank or by one token; of the ``beam_size × V``
+    extensions of an utterance's hypotheses the ``beam_size`` best (by log-probability, plus
+    ``lm_weight`` × the LM's log-probability on tokens) are kept, and kept extensions with the
+    same token sequence are merged (their probabilities added). The joiner runs once per frame on
+    all (B × beam) hypotheses, the predictor once per frame on those that emitted a token.
+
+    Args:
+        head: the RNN-T head (eval mode).
+        enc: (B, T, E) encoder output.
+        enc_lens: (B,) valid frames.
+        beam_size: hypotheses kept per utterance.
+        nbest: hypotheses returned per utterance (<= beam_size).
+        length_normalise: rank the final hypotheses by ``score / (tokens + 1)`` instead of ``score``
+            (the per-frame beam compares hypotheses at the same frame by their score).
+        lm: an :class:`~stk.decode.lm.LMScorer` over the same vocabulary, or None.
+        lm_weight: shallow-fusion weight (>= 0) of ``lm`` on token (non-blank) extensions.
+
+    Returns:
+        Per utterance, up to ``nbest`` :class:`Hyp`, best first; ``score`` is the fused log-score
+        (the RNN-T log-probability when there is no LM), before length normalisation.
+    """
+    _check(head, enc, enc_lens)
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    V, blank, K, B = head.vocab_size, head.blank, beam_size, enc.size(0)
+    if lm is not None and lm_weight > 0 and lm.vocab_size != V:
+        raise ValueError(f"the LM's vocabulary ({lm.vocab_size}) differs from the RNN-T head's ({V})")
+    use_lm = lm is not None and lm_weight > 0
+    if B == 0:
+        return []
+    dev = enc.device
+    N = B * K
+    enc_lens = enc_lens.to(dev)
+    enc_p = head.joiner.project_enc(enc)  # (B, T, J)
+    pred, (h, c) = head.predictor(torch.full((N, 1), blank, dtype=torch.long, device=dev))
+    pred_p = head.joiner.project_pred(pred[:, 0])  # (N, J)
+    scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=dev)
+    scores[:, 0] = 0.0
+    h1 = torch.zeros(B, K, dtype=torch.long, device=dev)
+    h2, length = torch.zeros_like(h1), torch.zeros_like(h1)
+    lm_state = lm.init_state(N) if use_lm else None
+    token_mask = torch.ones(V, dtype=torch.bool, device=dev)
+    token_mask[blank] = False
+    ar = torch.arange(K, device=dev)
+    offs = (torch.arange(B, device=dev) * K)[:, None]  # (B, 1)
+    back: list[tuple[Tensor, Tensor]] = []  # per frame: (source slot, emitted token or -1), each (B, K)
+    for t in range(int(enc_lens.max())):
+        active = (t < enc_lens)[:, None]  # (B, 1)
+        logits = head.joiner.joint(enc_p[:, t, None, :], pred_p.view(B, K, -1))  # (B, K, V)
+        lp = torch.log_softmax(logits.float(), dim=-1).double()
+        if use_lm:
+            lp = lp + torch.where(token_mask, lm_weight * lm.score(lm_state).view(B, K, V).double(), 0.0)
+        top, idx = (scores[:, :, None] + lp).view(B, K * V).topk(K, dim=1)  # sorted, best first
+        src, tok = idx // V, idx % V
+        src = torch.where(active, src, ar)
+        top = torch.where(active, top, scores)
+        emit = active & (tok != blank) & torch.isfinite(top)
+        tok = torch.where(emit, tok, -1)
+        # token-sequence identity: two rolling hashes and the length
+        n1 = torch.where(emit, (h1.gather(1, src) * _P1 + tok + 1) % _M, h1.gather(1, src))
+        n2 = torch.where(emit, (h2.gather(1, src) * _P2 + tok + 1) % _M, h2.gather(1, src))
+        nlen = length.gather(1, src) + emit.long()
+        same = (n1[:, :, None] == n1[:, None, :]) & (n2[:, :, None] == n2[:, None, :]) & (
+            nlen[:, :, None] == nlen[:, None, :])  # (B, K, K)
+        first = same.long().argmax(-1) == ar  # the best member of its group (top is sorted)
+        merged = torch.logsumexp(torch.where(same, top[:, None, :], float("-inf")), dim=-1)
+        scores = torch.where(first, merged, float("-inf"))
+        h1, h2, length = n1, n2, nlen
+        back.append((src, tok))
+        flat = (offs + src).view(-1)  # (N,) new slot <- old slot
+        h, c, pred_p = h[:, flat], c[:, flat], pred_p[flat]
+        e = emit.view(-1).nonzero().flatten()
+        if e.numel():
+            out, (he, ce) = head.predictor(tok.view(-1)[e][:, None], (h[:, e].contiguous(), c[:, e].contiguous()))
+            h, c = h.index_copy(1, e, he), c.index_copy(1, e, ce)
+            pred_p = pred_p.index_copy(0, e, head.joiner.project_pred(out[:, 0]))
+        if use_lm:
+            lm_state = lm.advance(lm.select(lm_state, flat), tok.view(-1))
+    # backtrace every slot
+    cur = ar.expand(B, K)
+    toks = []
+    for src, tok in reversed(back):
+        toks.append(tok.gather(1, cur))
+        cur = src.gather(1, cur)
+    seqs = torch.stack(toks[::-1], dim=-1).cpu().tolist() if toks else [[[] for _ in range(K)] for _ in range(B)]
+    sc = scores.cpu().tolist()
+    results: list[list[Hyp]] = []
+    for b in range(B):
+        hyps = [Hyp(tokens=[x for x in seqs[b][k] if x >= 0], score=sc[b][k]) for k in range(K) if sc[b][k] > float("-inf")]
+        key = (lambda hy: hy.score / (len(hy.tokens) + 1)) if length_normalise else (lambda hy: hy.score)
+        results.append(sorted(hyps, key=key, reverse=True)[:nbest])
+    return results
+
+
 def rnnt_beam_search(
-    head: RNNTHead, enc: Tensor, enc_lens: Tensor, beam_size: int = 4, *, length_normalise: bool = False
+    head: RNNTHead, enc: Tensor, enc_lens: Tensor, beam_size: int = 4, *, length_normalise: bool = False,
+    algorithm: str = "modified", lm: Any | None = None, lm_weight: float = 0.0,
 ) -> list[list[int]]:
-    """Best token ids per utterance from :func:`rnnt_beam_search_hyps`."""
-    hyps = rnnt_beam_search_hyps(head, enc, enc_lens, beam_size, length_normalise=length_normalise)
-    return [h[0].tokens for h in hyps]
+    """Best token ids per utterance.
+
+    ``algorithm``: ``"modified"`` (:func:`rnnt_modified_beam_search_hyps`, batched, optional LM
+    fusion) or ``"torchaudio"`` (:func:`rnnt_beam_search_hyps`, one utterance at a time, no LM).
+    """
+    if algorithm == "modified":
+        hyps = rnnt_modified_beam_search_hyps(head, enc, enc_lens, beam_size, length_normalise=length_normalise,
+                                              lm=lm, lm_weight=lm_weight)
+    elif algorithm == "torchaudio":
+        if lm is not None and lm_weight > 0:
+            raise ValueError("LM fusion needs algorithm='modified'")
+        hyps = rnnt_beam_search_hyps(head, enc, enc_lens, beam_size, length_normalise=length_normalise)
+    else:
+        raise ValueError(f"algorithm must be 'modified' or 'torchaudio', got {algorithm!r}")
+    return [h[0].tokens if h else [] for h in hyps]

@@ -1,6 +1,7 @@
 """Conformer transducer (RNN-T) with an optional auxiliary CTC head.
 
-The joint network's loss is torchaudio's ``rnnt_loss``; decoding is ``rnnt_greedy`` (batched) or
+The joint network's loss is torchaudio's ``rnnt_loss`` on the full lattice or on a pruned band
+(``rnnt: {loss: pruned}``, :mod:`stk.modules.rnnt_pruned`); decoding is ``rnnt_greedy`` (batched) or
 ``rnnt_beam`` (torchaudio's ``RNNTBeamSearch``) through ``stk decode``.
 """
 
@@ -23,7 +24,10 @@ class TransducerModel(SpeechEncoderModel):
     Args:
         vocab_size, input_dim: set by the toolkit.
         encoder: ``{name, conf}`` of a registered encoder.
-        rnnt: keyword arguments of :class:`~stk.modules.rnnt.RNNTHead` (sizes of predictor and joiner).
+        rnnt: keyword arguments of :class:`~stk.modules.rnnt.RNNTHead` (sizes of predictor and joiner;
+            ``loss: pruned`` with ``prune_range``, ``simple_loss_scale``, ``warm_steps`` for k2's pruned
+            RNN-T loss; stats then add ``rnnt_simple`` and ``rnnt_pruned``, and ``rnnt`` is their
+            warm-up weighted sum in training, the full loss in validation).
         ctc_weight: weight of an auxiliary CTC loss on the encoder output (0 disables it); both losses
             are per utterance (summed over tokens, averaged over the batch).
         target: batch key of the transcript.
@@ -50,9 +54,10 @@ class TransducerModel(SpeechEncoderModel):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         enc, enc_lens = self.encode(batch["feats"], batch["feats_lens"])
         ys, ylens = batch[self.target], batch[f"{self.target}_lens"]
-        rnnt = self.rnnt.loss(enc, enc_lens, ys, ylens)
+        terms = self.rnnt.loss_terms(enc, enc_lens, ys, ylens)
+        rnnt = terms["rnnt"]
         loss = (1.0 - self.ctc_weight) * rnnt
-        stats = {"rnnt": rnnt.item()}
+        stats = {k: v.item() for k, v in terms.items()}
         if self.ctc is not None:
             lp = self.ctc_log_probs(enc).transpose(0, 1)
             ctc = F.ctc_loss(lp, ys.clamp(min=0), enc_lens, ylens, blank=BLANK, reduction="sum", zero_infinity=True) / enc.size(0)

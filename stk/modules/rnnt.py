@@ -17,6 +17,10 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from stk.modules.rnnt_pruned import (
+    band_joint_inputs, band_lattice, lattice_loss, occupancy, prune_ranges, simple_lattice, warmup_scales,
+)
+
 __all__ = ["RNNTPredictor", "RNNTJoiner", "RNNTHead", "TorchaudioRNNT", "make_rnnt_beam_search"]
 
 LSTMState = tuple[Tensor, Tensor]
@@ -145,6 +149,17 @@ class RNNTHead(nn.Module):
         dropout: predictor dropout.
         blank: blank id (also the predictor's start symbol).
         clamp: gradient clamp of ``rnnt_loss`` on the [blank, next-token] log-prob lattice (``-1`` disables it).
+        loss: ``"full"`` (the joiner on the whole (B, T, U + 1) lattice) or ``"pruned"`` (k2's pruned
+            RNN-T, :mod:`stk.modules.rnnt_pruned`: a simple additive joiner picks a band of
+            ``prune_range`` symbols per frame and the joiner runs on the band only). Pruned adds the
+            simple joiner's two projections ``simple_am`` (E -> V) and ``simple_lm`` (P -> V). In eval
+            mode (validation) the loss is always the full one, so valid losses compare across both.
+        prune_range: band width S (>= 2) of the pruned loss.
+        simple_loss_scale: weight of the simple loss after warm-up (icefall: 0.5).
+        lm_scale, am_scale: smoothing of the simple loss (k2's ``rnnt_loss_smoothed``; icefall: 0.25, 0).
+        warm_steps: icefall's warm-up: over the first ``warm_steps`` training-mode loss calls the
+            simple weight falls from 1 to ``simple_loss_scale`` and the pruned weight rises from 0.1
+            to 1 (counted by the head; a resumed run starts counting again).
     """
 
     def __init__(
@@ -159,10 +174,26 @@ class RNNTHead(nn.Module):
         dropout: float = 0.0,
         blank: int = 0,
         clamp: float = -1.0,
+        loss: str = "full",
+        prune_range: int = 5,
+        simple_loss_scale: float = 0.5,
+        lm_scale: float = 0.25,
+        am_scale: float = 0.0,
+        warm_steps: int = 2000,
     ) -> None:
         super().__init__()
         if clamp != -1.0 and clamp <= 0:
             raise ValueError(f"clamp must be -1 (off) or > 0, got {clamp}")
+        if loss not in ("full", "pruned"):
+            raise ValueError(f"loss must be 'full' or 'pruned', got {loss!r}")
+        if prune_range < 2:
+            raise ValueError(f"prune_range must be >= 2, got {prune_range}")
+        if not 0.0 <= simple_loss_scale <= 1.0:
+            raise ValueError(f"simple_loss_scale must be in [0, 1], got {simple_loss_scale}")
+        if lm_scale < 0 or am_scale < 0 or lm_scale + am_scale >= 1:
+            raise ValueError(f"need lm_scale, am_scale >= 0 and lm_scale + am_scale < 1, got {lm_scale}, {am_scale}")
+        if warm_steps < 0:
+            raise ValueError(f"warm_steps must be >= 0, got {warm_steps}")
         self.predictor = RNNTPredictor(
             vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=pred_dim,
             num_layers=num_layers, dropout=dropout, blank=blank,
@@ -172,6 +203,12 @@ class RNNTHead(nn.Module):
         self.enc_dim = enc_dim
         self.blank = blank
         self.clamp = float(clamp)
+        self.loss_type, self.prune_range, self.simple_loss_scale = loss, int(prune_range), float(simple_loss_scale)
+        self.lm_scale, self.am_scale, self.warm_steps = float(lm_scale), float(am_scale), int(warm_steps)
+        self.updates = 0  # training-mode loss calls (the warm-up clock)
+        if loss == "pruned":
+            self.simple_am = nn.Linear(enc_dim, vocab_size)
+            self.simple_lm = nn.Linear(pred_dim, vocab_size)
 
     def logits(self, enc: Tensor, targets: Tensor) -> Tensor:
         """Joint logits for teacher forcing: (B, T, E), (B, U) -> (B, T, U + 1, V)."""
@@ -192,8 +229,13 @@ class RNNTHead(nn.Module):
             reduction: "mean" (over utterances), "sum" or "none".
 
         Returns:
-            Scalar (or (B,) for "none").
+            Scalar (or (B,) for "none"): with ``loss="pruned"`` in training mode, the warm-up weighted
+            sum of the simple and the pruned losses (see :meth:`loss_terms`).
         """
+        return self.loss_terms(enc, enc_lens, targets, target_lens, reduction=reduction)["rnnt"]
+
+    def _prepare(self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor,
+                 reduction: str) -> tuple[Tensor, Tensor]:
         if enc.dim() != 3 or enc.size(-1) != self.enc_dim:
             raise ValueError(f"enc must be (B, T, {self.enc_dim}), got {tuple(enc.shape)}")
         B, T, _ = enc.shape
@@ -214,32 +256,58 @@ class RNNTHead(nn.Module):
             raise ValueError(f"target_lens must be in [0, {U}], got {target_lens.tolist()}")
         # rnnt_loss wants the padded sizes to equal the longest lengths.
         t_max, u_max = int(enc_lens.max()), int(target_lens.max())
-        enc = enc[:, :t_max]
         valid = torch.arange(u_max, device=targets.device)[None, :] < target_lens[:, None]
         tgt = targets[:, :u_max].masked_fill(~valid, self.blank).long()
         if bool(((tgt == self.blank) & valid).any()):
             raise ValueError("targets contain the blank id inside their valid lengths")
         if bool(((tgt < 0) | (tgt >= self.vocab_size)).any()):
             raise ValueError(f"target ids outside [0, {self.vocab_size})")
-        # The loss reads only log p(blank) and log p(next token) at each lattice point, so the
-        # lattice handed to torchaudio is (B, T, U + 1, 2): [blank, next token], normalised here
-        # (log_softmax + gather, differentiated by autograd). Same loss and gradients as the full
-        # (B, T, U + 1, V) lattice, with a V/2 times smaller recursion (the loss runs 2-3x faster
-        # on CPU: bench/rnnt_loss.py).
-        lp = self.logits(enc, tgt).float().log_softmax(-1)
+        return enc[:, :t_max], tgt
+
+    def loss_terms(
+        self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor, *, reduction: str = "mean"
+    ) -> dict[str, Tensor]:
+        """The loss and its parts; arguments as :meth:`loss`.
+
+        Returns:
+            ``{"rnnt": loss}`` for the full loss (``loss="full"``, or eval mode); with the pruned loss
+            in training mode also ``"rnnt_simple"`` and ``"rnnt_pruned"`` (unweighted) and
+            ``rnnt = w_simple * rnnt_simple + w_pruned * rnnt_pruned`` (icefall's warm-up weights).
+        """
+        enc, tgt = self._prepare(enc, enc_lens, targets, target_lens, reduction)
+        B = enc.size(0)
         nxt = torch.cat([tgt, tgt.new_full((B, 1), self.blank)], dim=1)  # (B, U + 1): token after u
-        two = torch.cat([lp[..., self.blank:self.blank + 1],
-                         lp.gather(3, nxt[:, None, :, None].expand(B, lp.size(1), -1, 1))], dim=-1)
-        return torchaudio.functional.rnnt_loss(
-            two,
-            torch.ones_like(tgt, dtype=torch.int32),
-            enc_lens.to(device=two.device, dtype=torch.int32),
-            target_lens.to(device=two.device, dtype=torch.int32),
-            blank=0,
-            clamp=self.clamp,
-            reduction=reduction,
-            fused_log_softmax=False,
-        )
+        if self.loss_type == "full" or not self.training:
+            # The loss reads only log p(blank) and log p(next token) at each lattice point, so the
+            # lattice handed to torchaudio is (B, T, U + 1, 2): [blank, next token], normalised here
+            # (log_softmax + gather, differentiated by autograd). Same loss and gradients as the full
+            # (B, T, U + 1, V) lattice, with a V/2 times smaller recursion (the loss runs 2-3x faster
+            # on CPU: bench/rnnt_loss.py).
+            lp = self.logits(enc, tgt).float().log_softmax(-1)
+            emit = lp.gather(3, nxt[:, None, :, None].expand(B, lp.size(1), -1, 1)).squeeze(-1)
+            return {"rnnt": lattice_loss(lp[..., self.blank], emit, enc_lens, target_lens, clamp=self.clamp,
+                                         reduction=reduction)}
+        return self._pruned_terms(enc, enc_lens, tgt, target_lens, nxt, reduction)
+
+    def _pruned_terms(self, enc: Tensor, enc_lens: Tensor, tgt: Tensor, target_lens: Tensor, nxt: Tensor,
+                      reduction: str) -> dict[str, Tensor]:
+        start_tok = torch.full_like(tgt[:, :1], self.blank)
+        pred, _ = self.predictor(torch.cat([start_tok, tgt], dim=1))  # (B, U + 1, P)
+        U1 = pred.size(1)
+        sb, se = simple_lattice(self.simple_am(enc), self.simple_lm(pred), nxt, blank=self.blank,
+                                lm_scale=self.lm_scale, am_scale=self.am_scale)
+        simple = lattice_loss(sb, se, enc_lens, target_lens, clamp=self.clamp)  # (B,)
+        S = min(self.prune_range, U1)
+        start = prune_ranges(occupancy(simple, sb, se, enc_lens, target_lens, self.clamp), enc_lens, target_lens, S)
+        enc_b, pred_b = band_joint_inputs(self.joiner.project_enc(enc), self.joiner.project_pred(pred), start, S)
+        band_lp = self.joiner.joint(enc_b, pred_b).float().log_softmax(-1)  # (B, T, S, V)
+        pb, pe = band_lattice(band_lp, nxt, start, blank=self.blank, U1=U1)
+        pruned = lattice_loss(pb, pe, enc_lens, target_lens, clamp=self.clamp)
+        w_simple, w_pruned = warmup_scales(self.updates, self.warm_steps, self.simple_loss_scale)
+        self.updates += 1
+        red = {"mean": torch.mean, "sum": torch.sum, "none": lambda x: x}[reduction]
+        simple, pruned = red(simple), red(pruned)
+        return {"rnnt": w_simple * simple + w_pruned * pruned, "rnnt_simple": simple, "rnnt_pruned": pruned}
 
     def forward(self, enc: Tensor, enc_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
         """Same as :meth:`loss` with mean reduction."""
