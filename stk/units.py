@@ -1,0 +1,618 @@
+"""Discrete speech units: k-means on frame features, unit files, and unit quality.
+
+A **units model** is a directory::
+
+    units.json               UnitsInfo: features (mfcc | hubert), layer, rate (frames/s), k, dim,
+                             sha256 of the feature model's weights, how it was fitted
+    centroids.safetensors    {"centroids": (k, dim) float32}
+    feature_model/           the HuBERT package whose layer is clustered (features: hubert only)
+
+Nothing in it is a pickle: the centroids are a safetensors tensor, the rest JSON/YAML. Loading
+checks that the centroids have ``k`` rows of the feature dimension and that the feature model's
+weights have the recorded sha256, so a units model never silently clusters other features.
+
+- :func:`fit_units` samples frames of a data dir (MFCC + Δ + ΔΔ, or a HuBERT layer), fits
+  scikit-learn's ``MiniBatchKMeans`` (k-means++ init, as the HuBERT recipe) and writes the model.
+- :func:`dump_units` writes ``utt-id u1 u2 …`` (``units``) and, deduplicated, the run length of
+  each kept unit (``units.dur``). **Bad input policy**: an utterance whose audio is missing or
+  unreadable, or too short for one unit frame, is skipped and named in the log and in
+  ``units.skipped`` (``utt-id reason``) with ``bad_input="skip"`` (the default), or stops the dump
+  with an error naming it with ``bad_input="fail"``.
+- :func:`evaluate_units` compares frame units with frame labels from a CTC forced alignment
+  (``stk align``'s ``durations``): cluster purity, label (char) purity and PNMI as in the HuBERT
+  paper, with 95 % (basic) bootstrap intervals over utterances, plus units/s after dedup and the code
+  perplexity.
+
+Frame rates: MFCC frames are 100/s and HuBERT frames 50/s (stride 2 on 10 ms fbank); features are
+mean-pooled over non-overlapping windows to the units' rate (50 or 25/s) before clustering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+
+from stk.data.kaldi import DataDirError, load_data_dir, read_kv, write_kv
+from stk.utils import atomic_write_text
+
+log = logging.getLogger("stk.units")
+
+UNITS_JSON = "units.json"
+CENTROIDS = "centroids.safetensors"
+FEATURE_MODEL = "feature_model"
+RATES = (50, 25)
+BadInput = Literal["skip", "fail"]
+
+
+class UnitsModelError(ValueError):
+    """A units model that cannot be used (missing files, wrong feature model or dimension)."""
+
+
+@dataclasses.dataclass
+class UnitsInfo:
+    """``units.json``."""
+
+    features: str  # "mfcc" or "hubert"
+    k: int
+    dim: int
+    rate: int  # unit frames per second
+    layer: int | None = None
+    feature_model_sha256: str | None = None
+    feature_model_source: str | None = None
+    fit_data: str = ""
+    fit_frames: int = 0
+    inertia: float = 0.0
+    seed: int = 0
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_features(spec: str) -> tuple[str, str | None, int | None]:
+    """``mfcc`` or ``hubert:PKG:LAYER`` -> (kind, package, layer)."""
+    if spec == "mfcc":
+        return "mfcc", None, None
+    if spec.startswith("hubert:"):
+        pkg, _, layer = spec[len("hubert:"):].rpartition(":")
+        if pkg and layer.isdigit():
+            return "hubert", pkg, int(layer)
+    raise ValueError(f"--features must be mfcc or hubert:PACKAGE:LAYER (e.g. hubert:exp/hubert/package:4), got {spec!r}")
+
+
+# -- feature extractors ---------------------------------------------------------------------------
+
+
+class MfccExtractor:
+    """39-d MFCC + Δ + ΔΔ at 100 frames/s (:mod:`stk.features.mfcc`)."""
+
+    kind, native_rate, sample_rate = "mfcc", 100, 16000
+
+    def __init__(self) -> None:
+        from stk.features.mfcc import MFCC_DIM
+
+        self.dim = MFCC_DIM
+
+    def num_frames(self, num_samples: int) -> int:
+        """Input (10 ms) frames of ``num_samples``."""
+        from stk.features.fbank import FbankConfig
+
+        return FbankConfig().num_frames(num_samples)
+
+    def native_frames(self, num_samples: int) -> int:
+        """Feature frames (100/s) of ``num_samples``."""
+        return self.num_frames(num_samples)
+
+    def __call__(self, waves: list[np.ndarray], rate: int) -> list[torch.Tensor]:
+        from stk.features.mfcc import compute_mfcc
+
+        return [compute_mfcc(w, rate, expected_rate=self.sample_rate) for w in waves]
+
+
+class HubertExtractor:
+    """Layer ``layer`` of a packaged HuBERT model, on its fbank + CMVN (50 frames/s with stride 2)."""
+
+    kind = "hubert"
+
+    def __init__(self, package: str | Path, layer: int, device: str = "cpu") -> None:
+        from stk.package import load_package
+
+        self.lm = load_package(str(package), device=device)
+        model = self.lm.model
+        if not hasattr(model, "extract"):
+            raise UnitsModelError(f"{self.lm.path}: model {self.lm.meta.model.name!r} is not a HuBERT model "
+                                  "(it has no extract(feats, lens, layer))")
+        n = model.encoder.num_layers
+        if not 0 <= layer <= n:
+            raise UnitsModelError(f"{self.lm.path}: layer {layer} out of range (the model has layers 0..{n})")
+        self.layer = layer
+        self.fbank = self.lm.meta.fbank
+        self.sample_rate = self.fbank.sample_rate
+        self.stride = model.encoder.stride
+        self.native_rate = round(1000 / (self.fbank.frame_shift_ms * self.stride))
+        self.dim = model.encoder.output_dim
+        self.weights = self.lm.path / "model.safetensors"
+
+    def num_frames(self, num_samples: int) -> int:
+        """Input (fbank) frames of ``num_samples``."""
+        return self.fbank.num_frames(num_samples)
+
+    def native_frames(self, num_samples: int) -> int:
+        """Feature frames (fbank frames // stride) of ``num_samples``."""
+        return self.fbank.num_frames(num_samples) // self.stride
+
+    def __call__(self, waves: list[np.ndarray], rate: int) -> list[torch.Tensor]:
+        from stk.data.dataset import pad_list
+        from stk.features.fbank import compute_fbank
+
+        feats = [compute_fbank(w, rate, self.fbank) for w in waves]
+        if self.lm.cmvn is not None:
+            feats = [self.lm.cmvn(f) for f in feats]
+        lens = torch.tensor([f.size(0) for f in feats])
+        dev = next(self.lm.model.parameters()).device
+        with torch.inference_mode():
+            h, hl = self.lm.model.extract(pad_list(feats, 0.0).to(dev), lens.to(dev), self.layer)
+        h = h.float().cpu()
+        return [h[i, : int(hl[i])] for i in range(len(waves))]
+
+
+def pool_frames(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Mean over non-overlapping windows of ``factor`` frames: ``(T, D) -> (T // factor, D)``."""
+    if factor == 1:
+        return x
+    n = x.size(0) // factor
+    return x[: n * factor].reshape(n, factor, x.size(1)).mean(1)
+
+
+def _pool_factor(native_rate: int, rate: int) -> int:
+    if rate not in RATES:
+        raise ValueError(f"rate must be one of {RATES} frames/s, got {rate}")
+    if native_rate % rate:
+        raise ValueError(f"features at {native_rate} frames/s cannot be pooled to {rate}/s")
+    return native_rate // rate
+
+
+def iter_features(
+    extractor: Any, data_dir: str | Path, *, rate: int, utts: list[str] | None = None, batch_frames: int = 20000,
+    bad_input: BadInput = "skip", skipped: dict[str, str] | None = None, allow_pipes: bool = False,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(utt, features (T, D) at `rate` frames/s)`` for the utterances of a data dir (longest first).
+
+    Bad input (missing/unreadable audio, too short for one frame at ``rate``) is recorded in
+    ``skipped`` (``{utt: reason}``) and logged, or raised as :class:`DataDirError` naming the
+    utterance with ``bad_input="fail"``.
+    """
+    from stk.data.audio import AudioError, load_segment
+    from stk.inference import _num_samples, group_by_length
+
+    if bad_input not in ("skip", "fail"):
+        raise ValueError(f"bad_input must be skip or fail, got {bad_input!r}")
+    factor = _pool_factor(extractor.native_rate, rate)
+    d = load_data_dir(data_dir)
+    if d.wav_scp is None:
+        raise DataDirError(f"{data_dir}: no wav.scp")
+    skipped = {} if skipped is None else skipped
+
+    def bad(u: str, why: str) -> None:
+        if bad_input == "fail":
+            raise DataDirError(f"{data_dir}: utterance {u!r}: {why}")
+        skipped[u] = why
+        log.warning("%s: skipping utterance %s: %s", data_dir, u, why)
+
+    frames: dict[str, int] = {}
+    for u in (utts if utts is not None else d.utt_ids):
+        try:
+            n = _num_samples(d.wav_scp, d.segments, u, allow_pipes, extractor.sample_rate)
+        except KeyError:
+            bad(u, "not in wav.scp")
+            continue
+        except (AudioError, OSError) as e:
+            bad(u, f"audio cannot be read: {e}")
+            continue
+        f = extractor.num_frames(n)
+        if extractor.native_frames(n) // factor < 1:
+            bad(u, f"too short: {n / extractor.sample_rate * 1000:.0f} ms gives no {rate}/s frame")
+            continue
+        frames[u] = f
+    for batch in group_by_length(frames, batch_frames):
+        waves, ok = [], []
+        for u in batch:
+            try:
+                w, r = load_segment(d.wav_scp, u, d.segments, allow_pipes=allow_pipes)
+            except (AudioError, OSError) as e:
+                bad(u, f"audio cannot be read: {e}")
+                continue
+            waves.append(w)
+            ok.append(u)
+        if not ok:
+            continue
+        try:
+            feats = extractor(waves, r)
+        except ValueError as e:
+            if len(ok) == 1:
+                bad(ok[0], str(e))
+                continue
+            raise DataDirError(f"{data_dir}: utterances {', '.join(ok[:3])}: {e}") from None
+        for u, f in zip(ok, feats):
+            p = pool_frames(f, factor)
+            if p.size(0) < 1:
+                bad(u, f"too short: {f.size(0)} feature frame(s) give no {rate}/s frame")
+                continue
+            yield u, p
+
+
+# -- k-means --------------------------------------------------------------------------------------
+
+
+def fit_kmeans(x: np.ndarray, k: int, *, seed: int = 0, batch_size: int = 10000, max_iter: int = 100,
+               n_init: int = 3) -> tuple[np.ndarray, float]:
+    """scikit-learn ``MiniBatchKMeans`` (k-means++ init) on frames ``x (N, D)`` -> centroids ``(k, D)``
+    float32 and the inertia (sum of squared distances to the nearest centroid, on ``x``)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    if x.ndim != 2 or x.shape[0] < k:
+        raise ValueError(f"need a (N, D) array with N >= k = {k} frames, got shape {x.shape}")
+    km = MiniBatchKMeans(n_clusters=k, init="k-means++", max_iter=max_iter, batch_size=batch_size, tol=0.0,
+                         max_no_improvement=100, n_init=n_init, reassignment_ratio=0.0, random_state=seed,
+                         compute_labels=False)
+    km.fit(x.astype(np.float32))
+    c = km.cluster_centers_.astype(np.float32)
+    return c, float(-km.score(x.astype(np.float32)))
+
+
+def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid (squared Euclidean) of each frame: ``(T, D), (k, D) -> (T,)`` int64."""
+    if x.size(-1) != centroids.size(-1):
+        raise UnitsModelError(f"features have dimension {x.size(-1)}, the centroids {centroids.size(-1)}")
+    x = x.float()
+    d = (x * x).sum(1, keepdim=True) - 2 * x @ centroids.t() + (centroids * centroids).sum(1)[None]
+    return d.argmin(1)
+
+
+# -- the units model ------------------------------------------------------------------------------
+
+
+class UnitsModel:
+    """A loaded units model: ``info``, ``centroids (k, dim)``, ``extractor``; ``units(feats)`` assigns."""
+
+    def __init__(self, path: Path, info: UnitsInfo, centroids: torch.Tensor, extractor: Any) -> None:
+        self.path, self.info, self.centroids, self.extractor = path, info, centroids, extractor
+
+    def units(self, feats: torch.Tensor) -> torch.Tensor:
+        return assign(feats, self.centroids)
+
+
+def resolve_units_model(name_or_dir: str | Path) -> Path:
+    """A units-model directory from a path or a model-store name."""
+    from stk.package import model_store
+
+    p = Path(name_or_dir)
+    if (p / UNITS_JSON).exists():
+        return p
+    if "/" not in str(name_or_dir) and (model_store() / str(name_or_dir) / UNITS_JSON).exists():
+        return model_store() / str(name_or_dir)
+    raise UnitsModelError(f"unknown units model {str(name_or_dir)!r}: no {UNITS_JSON} there or in the model store "
+                          f"{model_store()} (make one with `stk units fit`)")
+
+
+def load_units_model(name_or_dir: str | Path, device: str = "cpu") -> UnitsModel:
+    """Load and check a units model (see the module docstring for what is checked)."""
+    from safetensors.torch import load_file
+
+    from stk.config import ConfigError, from_dict
+
+    path = resolve_units_model(name_or_dir)
+    try:
+        info = from_dict(UnitsInfo, json.loads((path / UNITS_JSON).read_text()), f"{path / UNITS_JSON}")
+    except (json.JSONDecodeError, ConfigError) as e:
+        raise UnitsModelError(f"{path / UNITS_JSON}: {e}") from None
+    if not (path / CENTROIDS).exists():
+        raise UnitsModelError(f"{path}: {CENTROIDS} is missing")
+    c = load_file(str(path / CENTROIDS)).get("centroids")
+    if c is None or c.dim() != 2:
+        raise UnitsModelError(f"{path / CENTROIDS}: no (k, dim) tensor named 'centroids'")
+    if tuple(c.shape) != (info.k, info.dim):
+        raise UnitsModelError(f"{path}: centroids are {tuple(c.shape)}, {UNITS_JSON} says k={info.k}, dim={info.dim}")
+    if info.features == "mfcc":
+        ext: Any = MfccExtractor()
+    elif info.features == "hubert":
+        fm = path / FEATURE_MODEL
+        if not (fm / "model.safetensors").exists():
+            raise UnitsModelError(f"{path}: {FEATURE_MODEL}/model.safetensors (the HuBERT feature model) is missing")
+        sha = file_sha256(fm / "model.safetensors")
+        if sha != info.feature_model_sha256:
+            raise UnitsModelError(
+                f"{path}: the feature model's weights {fm / 'model.safetensors'} have sha256 {sha[:12]}…, but the "
+                f"centroids were fitted on a model with sha256 {str(info.feature_model_sha256)[:12]}…: refit with "
+                "`stk units fit`")
+        if info.layer is None:
+            raise UnitsModelError(f"{path / UNITS_JSON}: features hubert needs a layer")
+        ext = HubertExtractor(fm, info.layer, device=device)
+    else:
+        raise UnitsModelError(f"{path / UNITS_JSON}: unknown features {info.features!r} (mfcc or hubert)")
+    if ext.dim != info.dim:
+        raise UnitsModelError(f"{path}: the {info.features} features have dimension {ext.dim}, the centroids {info.dim}")
+    _pool_factor(ext.native_rate, info.rate)
+    return UnitsModel(path, info, c.float().to(device), ext)
+
+
+def make_extractor(features: str, device: str = "cpu") -> Any:
+    kind, pkg, layer = parse_features(features)
+    return MfccExtractor() if kind == "mfcc" else HubertExtractor(pkg, layer, device=device)
+
+
+def sample_frames(extractor: Any, data_dir: str | Path, *, rate: int, max_frames: int, seed: int = 0,
+                  batch_frames: int = 20000) -> np.ndarray:
+    """Up to ``max_frames`` feature frames from a random subset of the utterances (all frames of each)."""
+    d = load_data_dir(data_dir)
+    utts = list(d.utt_ids)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(utts)
+    dur = read_kv(Path(data_dir) / "utt2dur") if (Path(data_dir) / "utt2dur").exists() else None
+    if dur is not None:  # read only as many utterances as the frame budget needs
+        total, keep = 0.0, []
+        for u in utts:
+            keep.append(u)
+            total += float(dur.get(u, 0.0)) * rate
+            if total >= max_frames * 1.1:
+                break
+        utts = keep
+    chunks, n = [], 0
+    for _, f in iter_features(extractor, data_dir, rate=rate, utts=utts, batch_frames=batch_frames):
+        chunks.append(f.numpy())
+        n += f.size(0)
+    if not chunks:
+        raise DataDirError(f"{data_dir}: no usable utterance to fit on")
+    x = np.concatenate(chunks)
+    if x.shape[0] > max_frames:
+        x = x[rng.choice(x.shape[0], max_frames, replace=False)]
+    return x
+
+
+def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, rate: int = 50,
+              max_frames: int = 100000, seed: int = 0, device: str = "cpu") -> UnitsInfo:
+    """Fit k-means on frames of ``data_dir`` and write the units model ``out`` (atomically)."""
+    from safetensors.torch import save_file
+
+    if k < 2:
+        raise ValueError(f"k must be >= 2, got {k}")
+    kind, pkg, layer = parse_features(features)
+    ext = make_extractor(features, device)
+    x = sample_frames(ext, data_dir, rate=rate, max_frames=max_frames, seed=seed)
+    log.info("%s: fitting k-means (k=%d) on %d %s frames of dimension %d at %d/s", data_dir, k, x.shape[0],
+             features, x.shape[1], rate)
+    c, inertia = fit_kmeans(x, k, seed=seed)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sha = None
+    if kind == "hubert":
+        shutil.copytree(ext.lm.path, tmp / FEATURE_MODEL)
+        sha = file_sha256(tmp / FEATURE_MODEL / "model.safetensors")
+    info = UnitsInfo(features=kind, k=k, dim=int(x.shape[1]), rate=rate, layer=layer, feature_model_sha256=sha,
+                     feature_model_source=str(pkg) if pkg else None, fit_data=str(data_dir), fit_frames=int(x.shape[0]),
+                     inertia=inertia, seed=seed)
+    save_file({"centroids": torch.from_numpy(c)}, str(tmp / CENTROIDS))
+    atomic_write_text(tmp / UNITS_JSON, json.dumps(dataclasses.asdict(info), indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return info
+
+
+def publish(model_dir: str | Path, name: str, *, force: bool = False) -> Path:
+    """Copy a units model into the model store as ``name`` (an existing entry needs ``force``)."""
+    from stk.package import check_store_name, model_store
+
+    dest = model_store() / check_store_name(name)
+    if dest.exists() and not force:
+        raise UnitsModelError(f"{dest} already exists in the model store (pass --force to replace it)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+# -- unit files -----------------------------------------------------------------------------------
+
+
+def dedup(units: list[int]) -> tuple[list[int], list[int]]:
+    """Collapse runs: ``[5, 5, 3, 5] -> ([5, 3, 5], [2, 1, 1])``."""
+    out: list[int] = []
+    dur: list[int] = []
+    for u in units:
+        if out and out[-1] == u:
+            dur[-1] += 1
+        else:
+            out.append(u)
+            dur.append(1)
+    return out, dur
+
+
+def expand(units: list[int], durations: list[int]) -> list[int]:
+    """Inverse of :func:`dedup`."""
+    if len(units) != len(durations) or any(d < 1 for d in durations):
+        raise ValueError("units and durations must have the same length and durations must be >= 1")
+    return [u for u, d in zip(units, durations) for _ in range(d)]
+
+
+def read_int_file(path: str | Path) -> dict[str, list[int]]:
+    """``utt-id i1 i2 …`` lines -> ``{utt: [ints]}`` (DataDirError naming the line's utterance)."""
+    out = {}
+    for u, v in read_kv(path).items():
+        try:
+            out[u] = [int(x) for x in v.split()]
+        except ValueError:
+            raise DataDirError(f"{path}: utterance {u!r}: not a list of integers") from None
+    return out
+
+
+def write_int_file(path: str | Path, seqs: dict[str, list[int]]) -> None:
+    write_kv(path, {u: " ".join(map(str, s)) for u, s in seqs.items()})
+
+
+def dump_units(um: UnitsModel, data_dir: str | Path, *, out: str | Path | None = None, rate: int | None = None,
+               dedup_runs: bool = False, bad_input: BadInput = "skip", batch_frames: int = 20000,
+               allow_pipes: bool = False) -> dict[str, Any]:
+    """Write ``units`` (and, deduplicated, ``units.dur``) for every utterance of ``data_dir``.
+
+    Returns a summary (utterances, frames, seconds, skipped). Also writes ``OUT.info`` (JSON) and,
+    when utterances were skipped, ``OUT.skipped``; a stale ``OUT.dur`` is removed without ``dedup``.
+    """
+    rate = rate or um.info.rate
+    if rate != um.info.rate:
+        log.warning("dumping at %d/s with centroids fitted at %d/s", rate, um.info.rate)
+    out = Path(out) if out is not None else Path(data_dir) / "units"
+    skipped: dict[str, str] = {}
+    units: dict[str, list[int]] = {}
+    durs: dict[str, list[int]] = {}
+    frames = 0
+    for u, f in iter_features(um.extractor, data_dir, rate=rate, batch_frames=batch_frames, bad_input=bad_input,
+                              skipped=skipped, allow_pipes=allow_pipes):
+        ids = um.units(f).tolist()
+        frames += len(ids)
+        if dedup_runs:
+            units[u], durs[u] = dedup(ids)
+        else:
+            units[u] = ids
+    if not units:
+        raise DataDirError(f"{data_dir}: no utterance could be turned into units ({len(skipped)} skipped)")
+    write_int_file(out, units)
+    dur_path = out.with_name(out.name + ".dur")
+    if dedup_runs:
+        write_int_file(dur_path, durs)
+    elif dur_path.exists():
+        dur_path.unlink()
+    skip_path = out.with_name(out.name + ".skipped")
+    if skipped:
+        write_kv(skip_path, skipped)
+    elif skip_path.exists():
+        skip_path.unlink()
+    n_units = sum(len(v) for v in units.values())
+    summary = {"model": str(um.path), "features": um.info.features, "layer": um.info.layer, "k": um.info.k,
+               "rate": rate, "dedup": dedup_runs, "feature_model_sha256": um.info.feature_model_sha256,
+               "num_utts": len(units), "num_skipped": len(skipped), "frames": frames, "seconds": frames / rate,
+               "units": n_units, "units_per_second": n_units / (frames / rate)}
+    atomic_write_text(out.with_name(out.name + ".info"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# -- unit quality ---------------------------------------------------------------------------------
+
+
+def frame_labels(data_dir: str | Path, rate: int, durations: str | Path | None = None,
+                 tokenizer: str | Path | None = None) -> dict[str, list[str]]:
+    """Frame labels at ``rate`` frames/s from ``stk align``'s ``durations`` (+ ``durations.info``).
+
+    Each alignment token owns its frames (see :mod:`stk.align`); a unit frame ``j`` takes the label
+    of the alignment frame holding its centre ``(j + ½) / rate``. Labels are the tokenizer's pieces
+    of the transcript (characters for a char tokenizer); frames past the alignment are dropped.
+    """
+    from stk.tokenizer import Tokenizer
+
+    data_dir = Path(data_dir)
+    dpath = Path(durations) if durations is not None else data_dir / "durations"
+    ipath = dpath.with_name(dpath.name + ".info")
+    if not dpath.exists() or not ipath.exists():
+        raise DataDirError(f"{dpath}(.info) not found: run `stk align {data_dir} --model CTC_PACKAGE` first")
+    info = json.loads(ipath.read_text())
+    tok_path = Path(tokenizer) if tokenizer is not None else Path(info["tokenizer_path"])
+    if not tok_path.exists():
+        raise DataDirError(f"{ipath}: tokenizer {tok_path} not found (pass --tokenizer)")
+    if file_sha256(tok_path) != info.get("tokenizer"):
+        raise DataDirError(f"{tok_path} is not the tokenizer {dpath} was aligned with (sha256 differs)")
+    tok = Tokenizer(tok_path)
+    text = read_kv(data_dir / "text")
+    shift = float(info["frame_shift_ms"]) / 1000.0
+    out = {}
+    for u, ds in read_int_file(dpath).items():
+        pieces = tok.pieces(text.get(u, ""))
+        if len(pieces) != len(ds):
+            raise DataDirError(f"{dpath}: utterance {u!r} has {len(ds)} durations for {len(pieces)} tokens")
+        frame_lab = [p for p, d in zip(pieces, ds) for _ in range(d)]
+        n = int(len(frame_lab) * shift * rate)
+        out[u] = [frame_lab[min(len(frame_lab) - 1, int((j + 0.5) / rate / shift))] for j in range(n)]
+    return out
+
+
+def contingency(labels: list[int], codes: list[int], num_labels: int, k: int) -> np.ndarray:
+    """Joint counts ``(num_labels, k)``."""
+    c = np.zeros((num_labels, k), dtype=np.int64)
+    np.add.at(c, (np.asarray(labels, dtype=np.int64), np.asarray(codes, dtype=np.int64)), 1)
+    return c
+
+
+def quality_from_counts(c: np.ndarray) -> dict[str, float]:
+    """HuBERT's measures from joint counts ``c[y, z]`` (label y, code z).
+
+    ``label_purity`` = Σ_z max_y p(y, z) (phone/char purity), ``cluster_purity`` = Σ_y max_z p(y, z),
+    ``pnmi`` = I(Y; Z) / H(Y), and ``perplexity`` = exp H(Z) (nats) of the code usage.
+    """
+    n = c.sum()
+    if n == 0:
+        raise ValueError("no frames")
+    p = c / n
+    py, pz = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / (py[:, None] * pz[None, :])[nz])).sum())
+    hy = float(-(py[py > 0] * np.log(py[py > 0])).sum())
+    hz = float(-(pz[pz > 0] * np.log(pz[pz > 0])).sum())
+    return {"label_purity": float(p.max(0).sum()), "cluster_purity": float(p.max(1).sum()),
+            "pnmi": mi / hy if hy > 0 else 0.0, "perplexity": math.exp(hz), "frames": int(n)}
+
+
+def evaluate_units(um: UnitsModel, data_dir: str | Path, *, rate: int | None = None,
+                   durations: str | Path | None = None, tokenizer: str | Path | None = None,
+                   bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Unit quality of ``um`` on ``data_dir`` against CTC-alignment frame labels (see the module docstring)."""
+    rate = rate or um.info.rate
+    labels = frame_labels(data_dir, rate, durations, tokenizer)
+    vocab: dict[str, int] = {}
+    per_utt: list[np.ndarray] = []
+    n_units = n_frames = 0
+    k = um.info.k
+    for u, f in iter_features(um.extractor, data_dir, rate=rate, utts=sorted(labels)):
+        codes = um.units(f).tolist()
+        n_frames += len(codes)
+        n_units += len(dedup(codes)[0])
+        lab = labels[u]
+        n = min(len(lab), len(codes))
+        if n == 0:
+            continue
+        ids = [vocab.setdefault(x, len(vocab)) for x in lab[:n]]
+        per_utt.append(np.stack([np.asarray(ids), np.asarray(codes[:n])]))
+    if not per_utt:
+        raise DataDirError(f"{data_dir}: no aligned utterance to evaluate")
+    mats = [contingency(a[0].tolist(), a[1].tolist(), len(vocab), k) for a in per_utt]
+    flat = np.stack([m.ravel() for m in mats])  # (U, L·k)
+    res = quality_from_counts(flat.sum(0).reshape(len(vocab), k))
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[float]] = {key: [] for key in ("label_purity", "cluster_purity", "pnmi", "perplexity")}
+    for _ in range(bootstrap):
+        w = np.bincount(rng.integers(0, len(mats), len(mats)), minlength=len(mats))
+        q = quality_from_counts((w @ flat).reshape(len(vocab), k))
+        for key in boot:
+            boot[key].append(q[key])
+    for key, vals in boot.items():  # basic bootstrap interval: the plug-in MI is biased upwards on resamples
+        if vals:
+            lo, hi = np.percentile(vals, [2.5, 97.5])
+            res[f"{key}_ci95"] = [float(2 * res[key] - hi), float(2 * res[key] - lo)]
+    res.update(units_per_second=n_units / (n_frames / rate), num_utts=len(per_utt), num_labels=len(vocab), k=k,
+               rate=rate, features=um.info.features, layer=um.info.layer, model=str(um.path))
+    return res
