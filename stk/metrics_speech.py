@@ -229,3 +229,37 @@ def score_with_judge(
         res = translation_scores([norm(x) for x in r], [norm(x) for x in h])
     res.update(metric=metric, judge="whisper-base (faster-whisper int8, beam 1)")
     return res
+
+
+# --------------------------------------------------------------------------- speaker verification
+
+
+def eer(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Equal error rate in percent of verification trials: ``scores (N,)`` (higher = same speaker)
+    and ``targets (N,)`` (1 same speaker, 0 different). The threshold sweep accepts the top-k
+    scores for k = 0..N; the EER is the mean of the false-accept and false-reject rates where
+    they are closest."""
+    s, t = np.asarray(scores, np.float64), np.asarray(targets).astype(bool)
+    if s.shape != t.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and targets {t.shape} must be equal 1-D shapes")
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"EER needs target and non-target trials, got {n_pos} and {n_neg}")
+    t = t[np.argsort(-s, kind="stable")]
+    tp = np.concatenate([[0], np.cumsum(t)])
+    fp = np.concatenate([[0], np.cumsum(~t)])
+    frr, far = 1.0 - tp / n_pos, fp / n_neg
+    k = int(np.argmin(np.abs(frr - far)))
+    return float(50.0 * (frr[k] + far[k]))
+
+
+def verification_trials(emb: dict[str, np.ndarray], utt2spk: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and same-speaker targets of every pair of distinct utterances in ``emb``."""
+    utts = [u for u in emb if u in utt2spk]
+    if len(utts) < 2:
+        raise ValueError("need at least 2 utterances with a speaker for verification trials")
+    x = np.stack([emb[u] for u in utts]).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    spk = np.array([utt2spk[u] for u in utts])
+    iu = np.triu_indices(len(utts), k=1)
+    return (x @ x.T)[iu], (spk[:, None] == spk[None, :])[iu].astype(np.int64)

@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 
 # module name -> registers its commands on `app`
-_COMMAND_MODULES = ["data", "corpus", "tokenizer", "train", "decode", "align", "score", "average", "table", "info", "ngram", "export", "synth", "units"]
+_COMMAND_MODULES = ["data", "corpus", "tokenizer", "train", "decode", "align", "score", "average", "table", "info", "ngram", "export", "synth", "units", "judge", "speaker"]
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"stk.cli.{_name}").register(app)
