@@ -180,7 +180,8 @@ def init_from_pretrained(model, inits: list[InitConfig]) -> set[str]:
 
 
 def freeze_parameters(model, prefixes: list[str]) -> list[str]:
-    """Set ``requires_grad=False`` on parameters whose name starts with any of ``prefixes``.
+    """Set ``requires_grad=False`` on parameters whose name starts with any of ``prefixes``; modules
+    left with no trainable parameter stay in eval mode during training (:func:`keep_frozen_in_eval`).
 
     Raises :class:`~stk.config.ConfigError` if a prefix matches no parameter or nothing is left to
     train. Returns the frozen names.
@@ -203,4 +204,28 @@ def freeze_parameters(model, prefixes: list[str]) -> list[str]:
     n_all = sum(p.numel() for p in params.values())
     log.info("freeze: %d parameter tensors (%.2fM of %.2fM values) frozen by %s", len(frozen), n_el / 1e6,
              n_all / 1e6, prefixes)
+    held = keep_frozen_in_eval(model, set(frozen))
+    log.info("freeze: %s kept in eval mode (no dropout, fixed BatchNorm statistics)", _few(held))
     return frozen
+
+
+def keep_frozen_in_eval(model, frozen: set[str]) -> list[str]:
+    """Put every module whose parameters are all in ``frozen`` in eval mode, and keep it there
+    through later ``model.train()`` calls (its ``train`` is overridden to ``train(False)``), so a
+    frozen encoder runs without dropout and with fixed BatchNorm statistics. Returns the outermost
+    such module names."""
+    import types
+
+    held: list[str] = []
+    for name, mod in model.named_modules():
+        if not name or any(name.startswith(h + ".") for h in held):
+            continue
+        names = [f"{name}.{p}" for p, _ in mod.named_parameters()]
+        if names and all(n in frozen for n in names):
+            def train(self, mode: bool = True, _cls=type(mod)):
+                return _cls.train(self, False)
+
+            mod.train = types.MethodType(train, mod)
+            mod.eval()
+            held.append(name)
+    return held
