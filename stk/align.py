@@ -137,7 +137,7 @@ def align_data_dir(
     no or an empty transcript, too short for the encoder, or with fewer encoder frames than the
     alignment needs are skipped and logged by id, with a count.
     """
-    from rich.progress import Progress
+    from stk.console import progress as _bars
 
     from stk.data.audio import AudioError, load_segment
     from stk.data.dataset import pad_list
@@ -181,7 +181,7 @@ def align_data_dir(
         del frames[u]
     dev = next(model.parameters()).device
     out: dict[str, list[int]] = {}
-    with Progress(disable=not progress, transient=True) as bar:
+    with _bars(enabled=progress) as bar:
         task = bar.add_task("aligning", total=len(frames))
         for batch in group_by_length(frames, batch_frames):
             feats = []

@@ -334,17 +334,28 @@ def non_finite_tensors(module: torch.nn.Module) -> list[str]:
 
 
 def plot_history(history: Mapping[str, list[list[float]]], path: str | Path) -> None:
-    """Draw ``{"train": [[step, loss], …], "valid": …}`` as a loss curve PNG (Agg, atomic)."""
+    """Draw the training history as a PNG (Agg, atomic): losses (``train``, ``valid``), the learning
+    rate (``lr``) and the task metrics (every other key, e.g. ``valid/acc``, ``train/paired/ctc``),
+    each ``[[step, value], …]``; a panel is drawn only when it has points."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
+    losses = {k: v for k, v in history.items() if k in ("train", "valid") and v}
+    lr = history.get("lr") or []
+    metrics = {k: v for k, v in history.items() if k not in ("train", "valid", "lr") and v}
+    panels = [("loss", losses)] + ([("learning rate", {"lr": lr})] if lr else []) + ([("task metrics", metrics)] if metrics else [])
+    fig = Figure(figsize=(6, 3.2 * len(panels)))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for key, pts in history.items():
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if key == "valid" else None, label=key)
-    ax.set(xlabel="step", ylabel="loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    for i, (ylabel, series) in enumerate(panels, 1):
+        ax = fig.add_subplot(len(panels), 1, i)
+        for key, pts in series.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if key.startswith("valid") else None,
+                    label=key, markersize=3)
+        ax.set(xlabel="step", ylabel=ylabel)
+        if ylabel == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        if series:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=80))

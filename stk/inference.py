@@ -263,12 +263,12 @@ def decode_scp(
 ) -> dict[str, str]:
     """Decode every utterance of a ``wav.scp`` or data dir; returns ``{utt: text}`` (``{utt: label}``
     with ``opts.method == "classify"``); ``fusion``: an external LM (:func:`load_fusion`)."""
-    from rich.progress import Progress
+    from stk.console import progress as _bars
 
     wav_scp, segments = read_scp_input(source)
     n = len(segments) if segments is not None else len(wav_scp)
     out: dict[str, str] = {}
-    with Progress(disable=not progress, transient=True) as bar:
+    with _bars(enabled=progress) as bar:
         task = bar.add_task("decoding", total=n)
         for utts, feats, lens in iter_batches(lm, wav_scp, segments, batch_frames=batch_frames, allow_pipes=allow_pipes):
             if opts.method == "classify":
@@ -290,7 +290,7 @@ def decode_text(
     CTC (the CTC head was trained on speech frames). Hypotheses are at most ``opts.maxlen_ratio``
     (default :data:`TEXT_MAXLEN_RATIO`) times the encoded length. Returns ``{utt: text}``.
     """
-    from rich.progress import Progress
+    from stk.console import progress as _bars
 
     if opts.method != "attention":
         raise ValueError(f"text input is decoded with --method attention only, not {opts.method}")
@@ -307,7 +307,7 @@ def decode_text(
     if out:
         log.warning("%s: %d empty sentence(s) give empty hypotheses: %s", text_file, len(out), ", ".join(list(out)[:5]))
     dev = _device(lm.model)
-    with Progress(disable=not progress, transient=True) as bar:
+    with _bars(enabled=progress) as bar:
         task = bar.add_task("decoding text", total=len(ids))
         for utts in group_by_length({u: len(x) for u, x in ids.items() if x}, batch_tokens):
             seqs = pad_list([torch.tensor(ids[u], dtype=torch.long) for u in utts], BLANK)

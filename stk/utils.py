@@ -12,12 +12,11 @@ log = logging.getLogger("stk")
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr as ``time LEVEL module: message`` (results go to stdout or files)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Log to stderr (results go to stdout or files): ``time LEVEL module: message`` lines, or rich's
+    handler on stk's one console in a terminal (:func:`stk.console.setup_logging`)."""
+    from stk.console import setup_logging as _setup
+
+    _setup(verbose)
 
 
 def current_umask() -> int:

@@ -24,8 +24,9 @@ def align(
     allow_pipes: Annotated[bool, typer.Option(help="Run wav.scp pipe commands (`cmd |`). Off by default: they execute shell commands.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Force-align every transcript of DATA_DIR with a packaged CTC model and write per-token
-    durations in encoder frames (MAESTRO's text upsampling): `utt-id d1 d2 ... dN` lines, one
+    """Force-align the transcripts of DATA_DIR with a CTC package into per-token durations (MAESTRO's upsampling).
+
+    Durations are in encoder frames: `utt-id d1 d2 ... dN` lines, one
     duration per token of the transcript with the package tokenizer, summing to the encoder
     length. A token owns the frames from its first emitted frame to the next token's; leading
     blanks go to the first token. DURATIONS.info (JSON) records the encoder subsampling, the

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -51,36 +51,14 @@ def mini(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Build the offline mini corpus (asterisk + espeak-ng + Wesnoth) from Debian packages."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from stk.corpora.mini import build_mini
 
     lang_list = _parse_langs(langs)
-    err = Console(stderr=True)
+    err, handler = _setup_logging(verbose)
     root = logging.getLogger()
-    # log to stderr through rich (so progress bars stay intact) unless logging is already set up
-    handler = None if root.handlers else RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
-    if handler is not None:
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     t0 = time.time()
     try:
-        with ExitStack() as stack:
-            progress = stack.enter_context(
-                Progress(
-                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                )
-            )
-
-            def track(description: str, total: int) -> Callable[[int], None]:
-                if total == 0:
-                    return lambda n: None
-                task = progress.add_task(description, total=total)
-                return lambda n: progress.advance(task, n)
-
+        with _progress_bars(err) as track:
             rows = build_mini(out, size.value, cache, lang_list, nj=nj, progress=track)
     except (ValueError, RuntimeError) as e:
         err.print(f"[red]error:[/red] {e}")
@@ -112,14 +90,21 @@ def _split_list(value: str, what: str) -> list[str]:
 
 
 def _setup_logging(verbose: bool):
-    """Log to stderr through rich unless logging is already set up; return (console, handler)."""
-    from rich.console import Console
-    from rich.logging import RichHandler
+    """Log to stderr on stk's one console (plain lines off a terminal) unless logging is already set
+    up; return (console, handler to remove)."""
+    from stk.console import LOG_FORMAT, console, is_tty
 
-    err = Console(stderr=True)
+    err = console()
     root = logging.getLogger()
-    handler = None if root.handlers else RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
-    if handler is not None:
+    handler = None
+    if not root.handlers:
+        if is_tty():
+            from rich.logging import RichHandler
+
+            handler = RichHandler(console=err, show_path=False, log_time_format="%H:%M:%S")
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return err, handler
@@ -127,17 +112,17 @@ def _setup_logging(verbose: bool):
 
 @contextmanager
 def _progress_bars(err) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A ``progress(description, total) -> advance(n)`` callback drawing rich progress bars on ``err``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """A ``progress(description, total) -> advance(n)`` callback drawing bars on stk's console
+    (none when stderr is not a terminal: log files get no bar frames)."""
+    from stk.console import progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err, transient=False) as progress:
+    with progress(transient=False) as bars:
 
         def track(description: str, total: int) -> Callable[[int], None]:
             if total == 0:
                 return lambda n: None
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
+            task = bars.add_task(description, total=total)
+            return lambda n: bars.advance(task, n)
 
         yield track
 

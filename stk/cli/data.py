@@ -131,8 +131,9 @@ def fbank(
     from stk.data.audio import AudioError, iter_utterances
     from stk.data.kaldi import DataDirError, load_data_dir, read_kv, write_kv
     from stk.features.fbank import FbankConfig, compute_fbank
-    from stk.utils import set_threads
+    from stk.utils import set_threads, setup_logging
 
+    setup_logging()
     set_threads()
     conf = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins)
     try:
@@ -158,7 +159,7 @@ def fbank(
             task = bar.add_task(f"fbank {data_dir.name}", total=len(utts))
             it = iter_utterances(d.wav_scp, utts, d.segments, allow_pipes=allow_pipes)
             try:
-                for utt, wav, rate in it:
+                for utt, wav, rate in _in_source(it, data_dir):
                     try:
                         feats = compute_fbank(wav, rate, conf)
                     except ValueError as e:
@@ -189,6 +190,14 @@ def fbank(
     log.info("%s: %d utterances, %d frames -> %s", data_dir, len(frames), sum(map(int, frames.values())), out_dir)
 
 
+def _in_source(it, data_dir: Path):
+    """Iterate ``it`` with ``data_dir`` named as the audio source (the once-per-dir stereo notice)."""
+    from stk.data.audio import audio_source
+
+    with audio_source(str(data_dir)):
+        yield from it
+
+
 def _umask() -> int:
     import os
 
@@ -207,15 +216,27 @@ def cmvn(
     import numpy as np
 
     from stk.features.fbank import GlobalCMVN
+    from stk.utils import setup_logging
 
+    setup_logging()
     total = total_sq = None
     count = 0
     for d in data_dirs:
-        for _, mat in kaldiio.load_scp_sequential(str(d / "feats.scp")):
-            m = mat.astype(np.float64)
-            total = m.sum(0) if total is None else total + m.sum(0)
-            total_sq = (m**2).sum(0) if total_sq is None else total_sq + (m**2).sum(0)
-            count += m.shape[0]
+        if not (d / "feats.scp").is_file():
+            _fail(ValueError(f"{d}: no feats.scp (dump features first: stk data fbank {d} OUT_DIR)"))
+        utt = None
+        try:
+            for utt, mat in kaldiio.load_scp_sequential(str(d / "feats.scp")):
+                m = mat.astype(np.float64)
+                total = m.sum(0) if total is None else total + m.sum(0)
+                total_sq = (m**2).sum(0) if total_sq is None else total_sq + (m**2).sum(0)
+                count += m.shape[0]
+        except Exception as e:  # a missing or cut ark, a malformed line
+            after = f" after utterance {utt!r}" if utt else ""
+            _fail(ValueError(f"{d}/feats.scp: cannot read the features{after}: {type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]}"))
+    if not count:
+        _fail(ValueError(f"{', '.join(map(str, data_dirs))}: feats.scp lists no frames"))
     GlobalCMVN.from_stats(total, total_sq, count).save(out)
     log.info("CMVN over %d frames -> %s", count, out)
 
@@ -282,14 +303,16 @@ def to_lhotse_cmd(
     sample_rate: Annotated[int, typer.Option(help="Sampling rate of the recordings.")] = 16000,
     allow_pipes: Annotated[bool, typer.Option(help="Let lhotse run wav.scp pipes to measure durations (no utt2dur/reco2dur).")] = False,
 ) -> None:
-    """Write lhotse recordings and supervisions manifests for a data dir (needs stk[lhotse]).
+    """Write lhotse recordings and supervisions manifests for a data dir (needs the lhotse extra).
 
     utt2lang becomes the supervision language; translations (text.<lang>) and other utt2* labels
     become custom fields named by their file.
     """
     from stk.data.kaldi import DataDirError
     from stk.data.lhotse import to_lhotse
+    from stk.utils import setup_logging
 
+    setup_logging()
     try:
         rec, sup = to_lhotse(data_dir, out, sampling_rate=sample_rate, allow_pipes=allow_pipes)
     except DataDirError as e:
@@ -303,13 +326,15 @@ def from_lhotse_cmd(
     out: Annotated[Path, typer.Argument(help="Output Kaldi data dir (new or empty).")],
     prefix_spk_id: Annotated[bool, typer.Option(help="Prefix utterance ids with the speaker id (Kaldi's sort convention).")] = False,
 ) -> None:
-    """Write a Kaldi data dir from lhotse manifests (needs stk[lhotse]).
+    """Write a Kaldi data dir from lhotse manifests (needs the lhotse extra).
 
     Supervision custom fields named text.<lang> or utt2* become those files (translations, intents).
     """
     from stk.data.kaldi import DataDirError
     from stk.data.lhotse import from_lhotse
+    from stk.utils import setup_logging
 
+    setup_logging()
     try:
         d = from_lhotse(manifests, out, prefix_spk_id=prefix_spk_id)
     except DataDirError as e:

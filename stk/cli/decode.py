@@ -37,8 +37,9 @@ def decode(
     word_score: Annotated[float, typer.Option(help="ctc_beam with an n-gram --lm: score added per word (word insertion bonus).")] = 0.0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Decode every utterance of SOURCE (or every sentence of --text FILE) and write `utt-id text`
-    lines, in sorted id order. With --method classify a classifier writes `utt-id label`.
+    """Decode every utterance of SOURCE (or sentence of --text FILE) into `utt-id text` lines.
+
+    Lines come in sorted id order. With --method classify a classifier writes `utt-id label`.
 
     Examples:\n
       stk decode --model maestro data/test/wav.scp\n

@@ -52,7 +52,7 @@ def score(
     ref: Annotated[Path, typer.Argument(help="Reference file (utt-id text), e.g. data/test/text; for acc `utt-id label`, e.g. data/test/utt2intent.")],
     hyp: Annotated[Path | None, typer.Argument(help="Hypothesis file (utt-id text) from `stk decode` (`--method classify` for acc). Not with --compare.")] = None,
     metric: Annotated[Metric, typer.Option(help="wer (WER and CER), bleu (BLEU and chrF) or acc (label accuracy: intent, language ID); speech out: asr-bleu / judge-wer (REF text, HYP a wav data dir transcribed by the Whisper judge), mcd / pesq / stoi / spk-sim (REF and HYP wav data dirs).")] = Metric.wer,
-    normalizer: Annotated[Norm, typer.Option(help="WER: text normaliser of references and hypotheses: jiwer (lowercase, remove Unicode punctuation), whisper_basic / whisper_english (Whisper's, as in SeamlessM4T's ASR-BLEU; needs stk[whisper]) or none. Its name goes into score.json.")] = Norm.jiwer,
+    normalizer: Annotated[Norm, typer.Option(help="WER: text normaliser of references and hypotheses: jiwer (lowercase, remove Unicode punctuation), whisper_basic / whisper_english (Whisper's, as in SeamlessM4T's ASR-BLEU; needs the whisper extra) or none. Its name goes into score.json.")] = Norm.jiwer,
     keep_case: Annotated[bool, typer.Option(help="WER, jiwer normaliser: do not lowercase.")] = False,
     keep_punct: Annotated[bool, typer.Option(help="WER, jiwer normaliser: do not strip punctuation.")] = False,
     strip_accents: Annotated[bool, typer.Option(help="WER: remove diacritics.")] = False,
