@@ -420,12 +420,16 @@ class Trainer:
         loss = sum(s["sums"]["loss"] for s in iv.values()) / n_all
         self.last_train_loss = loss
         self.history["train"].append([self.step, loss])
+        self.history.setdefault("lr", []).append([self.step, lr])
         scalars = {"train/loss": loss, "train/lr": lr, "train/grad_norm": norm / steps}
         parts = []
         for name, s in sorted(iv.items()):
             avg = {k: v / s["n"] for k, v in s["sums"].items()}
             parts.append(f"[{name} n={s['n']} " + " ".join(f"{k}={v:.4g}" for k, v in avg.items()) + "]")
             scalars.update({f"train/{name}/{k}": v for k, v in avg.items()})
+            for k, v in avg.items():  # task metrics (accuracy, CTC/attention losses) for loss.png
+                if k != "loss":
+                    self.history.setdefault(f"train/{name}/{k}", []).append([self.step, v])
         log.info("epoch %d step %d lr %.3e loss %.4g grad_norm %.3g %s %.2f step/s", self.data.epoch + 1, self.step,
                  lr, loss, norm / steps, " ".join(parts), steps / max(time.time() - t0, 1e-9))
         self._scalars(scalars)
@@ -446,14 +450,20 @@ class Trainer:
         saved = rng_state()
         sums: dict[str, float] = {"__weight": 0.0}
         self.model.eval()
+        bar = getattr(self, "_progress", None)  # the training bars' Progress (None off a terminal)
+        task = bar.add_task("validation", total=len(self.valid_data)) if bar is not None else None
         try:
             with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 for batch in self.valid_data:
+                    if task is not None:
+                        bar.advance(task)
                     out = self.model(_to_device({**batch, "stream": self.valid_stream}, self.device))
                     w = float(out.get("weight", 1.0))
                     for k, v in {**out.get("stats", {}), "loss": out["loss"], "__weight": 1.0}.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * w
         finally:
+            if task is not None:
+                bar.remove_task(task)
             self.model.train()
             set_rng_state(saved)
         merged: dict[str, float] = {}
@@ -466,7 +476,10 @@ class Trainer:
         result = {k: v / weight for k, v in merged.items()}
         self.last_valid = (self.step, result)
         self.history["valid"].append([self.step, result["loss"]])
-        log.info("valid epoch %d step %d: %s", self.data.epoch + 1, self.step,
+        for k, v in result.items():
+            if k != "loss":
+                self.history.setdefault(f"valid/{k}", []).append([self.step, v])
+        log.info("valid epoch %d step %d: %s", getattr(self, "_epoch_now", self.data.epoch + 1), self.step,
                  " ".join(f"{k}={v:.4g}" for k, v in result.items()))
         self._scalars({f"valid/{k}": v for k, v in result.items()})
         return result
@@ -503,7 +516,8 @@ class Trainer:
     def _run_epoch(self, progress: Any) -> bool:
         """Train until the epoch ends (True) or ``max_steps`` is reached mid-epoch (False)."""
         cfg = self.cfg
-        task = progress.add_task(f"epoch {self.data.epoch + 1}", total=len(self.data))
+        self._epoch_now = self.data.epoch + 1  # the epoch being trained (data.epoch moves on at its end)
+        task = progress.add_task(f"epoch {self._epoch_now}", total=len(self.data))
         n_micro, all_finite, utt_ids = 0, True, []
         for name, batch in self.data:
             is_last = self.data.last_in_epoch()
@@ -540,8 +554,9 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``max_epochs``/``max_steps`` (resumed if a checkpoint exists); return metrics."""
-        from rich.console import Console
         from rich.progress import Progress
+
+        from stk.console import console
 
         stk_log, handler = logging.getLogger("stk"), None
         prev_level = stk_log.level
@@ -562,7 +577,8 @@ class Trainer:
         show = self.rank == 0 and self.cfg.progress and sys.stderr.isatty()
         previous = self._install_signal_handlers()
         try:
-            with Progress(console=Console(stderr=True), disable=not show, transient=True) as progress:
+            with Progress(console=console(), disable=not show, transient=True) as progress:
+                self._progress = progress if show else None
                 while not self._done():
                     if self._run_epoch(progress):
                         if not self.cfg.valid_interval_steps and self.valid_data is not None:
