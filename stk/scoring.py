@@ -107,6 +107,10 @@ def _paired(ref_file: str | Path, hyp_file: str | Path) -> tuple[list[str], list
     missing = [u for u in refs if u not in hyps]
     if missing:
         raise ValueError(f"{hyp_file}: {len(missing)} utterance(s) of {ref_file} have no hypothesis, e.g. {missing[0]!r}")
+    extra = [u for u in hyps if u not in refs]
+    if extra:  # not scored: say so (a hypothesis file of another test set, or a renamed utterance)
+        log.warning("%s: %d hypothesis id(s) are not in %s and are not scored, e.g. %s", hyp_file, len(extra),
+                    ref_file, ", ".join(repr(u) for u in extra[:3]))
     utts = list(refs)
     return utts, [refs[u] for u in utts], [hyps[u] for u in utts]
 

@@ -88,7 +88,8 @@ def train_tokenizer(
     )
     path = Path(f"{prefix}.model")
     got = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
-    if got < vocab_size:
-        log.warning("%s: asked for --vocab-size %d but the text only supports %d pieces (sentencepiece's soft "
-                    "limit on small data); the model has %d", path, vocab_size, got, got)
+    if got < vocab_size:  # a char model has as many pieces as the text has characters: only a note
+        note = log.info if model_type == "char" else log.warning
+        note("%s: asked for --vocab-size %d but the text only supports %d pieces (sentencepiece's soft limit on "
+             "small data); the model has %d", path, vocab_size, got, got)
     return path

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from stk.data.audio import RecordingCache, load_segment
+from stk.data.audio import RecordingCache, audio_source, load_segment
 from stk.data.kaldi import DataDirError, load_data_dir, read_kv
 from stk.features.fbank import FbankConfig, GlobalCMVN, compute_fbank
 
@@ -89,6 +89,11 @@ class KaldiDataset(torch.utils.data.Dataset):
             if no_feats:
                 raise DataDirError(f"{self.dir}/feats.scp: utterance {no_feats[0]!r} (and {len(no_feats) - 1} more) "
                                    "has no features; re-run `stk data fbank` or `stk data validate` the dir")
+            arks = {v.rsplit(":", 1)[0] for v in self.feats_scp.values()}
+            gone = sorted(a for a in arks if not Path(a).is_file())
+            if gone:
+                raise DataDirError(f"{self.dir}/feats.scp: points to {gone[0]}, which does not exist "
+                                   f"({len(gone)} missing ark file(s)); re-run `stk data fbank`")
         texts = {key: self._read(name) for key, name in targets.items()}
         int_seqs = int_seqs or {}
         clash = sorted(set(int_seqs) & (set(targets) | set(extra_labels or {}) | {"feats", "utt_id", "length"}))
@@ -162,7 +167,14 @@ class KaldiDataset(torch.utils.data.Dataset):
     def _frame_counts(self, utts: list[str]) -> dict[str, int]:
         """Feature frames per utterance from utt2num_frames, utt2dur or the audio headers."""
         if (self.dir / "utt2num_frames").exists():
-            return {u: int(v) for u, v in read_kv(self.dir / "utt2num_frames").items()}
+            path = self.dir / "utt2num_frames"
+            counts = read_kv(path)
+            for u in utts:
+                if u not in counts:
+                    raise DataDirError(f"{path}: utterance {u!r} is missing; re-run `stk data fbank`")
+                if not _INT.fullmatch(counts[u]):
+                    raise DataDirError(f"{path}: utterance {u!r}: {counts[u]!r} is not an integer")
+            return {u: int(counts[u]) for u in utts}
         if (self.dir / "utt2dur").exists():
             durs = read_kv(self.dir / "utt2dur")
             return {u: self.fbank.num_frames(int(float(durs[u]) * self.fbank.sample_rate)) for u in utts if u in durs} | {
@@ -196,8 +208,9 @@ class KaldiDataset(torch.utils.data.Dataset):
 
                 feats = torch.from_numpy(kaldiio.load_mat(self.feats_scp[utt]).copy()).float()
             else:
-                wav, rate = load_segment(self.wav_scp, utt, self.segments, allow_pipes=self.allow_pipes,
-                                         cache=self._recordings)
+                with audio_source(str(self.dir)):  # names the dir in the once-per-dir stereo notice
+                    wav, rate = load_segment(self.wav_scp, utt, self.segments, allow_pipes=self.allow_pipes,
+                                             cache=self._recordings)
                 feats = compute_fbank(wav, rate, self.fbank)
         except Exception as e:
             raise type(e)(f"utterance {utt!r} in {self.dir}: {e}") from None
