@@ -16,6 +16,7 @@ stk_train() {
   if [ "${nproc:-1}" -gt 1 ]; then
     launcher=(torchrun --standalone --nproc_per_node "${nproc}" -m stk.cli)
   fi
+  echo "$(date -u +%FT%T) train ${dir} (log: ${dir}/log/train.log)" >&2
   ${cuda_cmd} "${dir}/log/train.log" "${launcher[@]}" train --config "${conf}" --exp-dir "${dir}" "$@"
   stk average "${dir}" --n 1 && touch "${dir}/.done"
 }

@@ -13,6 +13,7 @@ size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
 nproc=1              # training processes per run (torchrun + DDP when > 1)
 jobs=2               # independent training/decoding runs at a time (each gets OMP_NUM_THREADS/jobs threads)
+publish_results=false  # true: copy exp/RESULTS.md over the committed RESULTS.md (a real default run only)
 paired_share=0.2     # share of the paired training utterances kept as paired
 token_type=char      # stage 2 tokenizer: char | bpe (with BPE 200 the RNN-T still emits only blanks after 600 updates)
 vocab_size=200       # BPE vocabulary size (token_type=bpe only)
@@ -28,6 +29,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
@@ -36,7 +38,6 @@ read -r -a extra <<< "${train_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
 . utils/lib/bg.sh     # bg_run CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
-log "$0 $*"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: mini corpus (${size}); low-resource split: ${paired_share} of the paired data stays paired"
@@ -58,7 +59,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features and global CMVN"
+  log "Stage 1: fbank features and global CMVN (logs: exp/log/fbank_<set>.log)"
   for x in speech_unpaired paired_low dev st_train st_dev; do
     bg_run ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
@@ -127,7 +128,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-  log "Stage 7: score and RESULTS.md"
+  log "Stage 7: score -> exp/RESULTS.md (RESULTS.md with --publish-results true)"
   for hyp in exp/*/decode_*/hyp; do
     d=$(dirname "${hyp}") x=${hyp#*decode_}; x=${x%/hyp}
     case ${x} in
@@ -146,9 +147,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     cells+=("${row}|ST BLEU synth|bleu|exp/${row}_st/decode_st_synth_test/score.json"
             "${row}|ST BLEU real|bleu|exp/${row}_st/decode_st_real_test/score.json")
   done
-  stk table "${cells[@]}" --out RESULTS.md --title "mini MAESTRO (${size} corpus): low-resource ablation" \
+  stk env --out exp/RESULTS.md
+  stk table "${cells[@]}" --out exp/RESULTS.md --append --title "mini MAESTRO (${size} corpus): low-resource ablation" \
     --notes "Paired share ${paired_share} ($(wc -l < data/paired_low/utt2spk) utterances); the rest of the paired data is used as unpaired speech and unpaired text. Rows: RNN-T ASR / ST fine-tuned from scratch, from speech-only (contrastive) pre-training, from MAESTRO pre-training. Fine-tuning uses only the low-resource paired data (ASR) or the ST pairs. ${train_opts:+Overrides: ${train_opts}.}"
-  cat RESULTS.md
+  if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
+  cat exp/RESULTS.md
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then

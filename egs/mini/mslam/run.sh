@@ -12,6 +12,7 @@ size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
 nproc=1              # training processes per run (torchrun + DDP when > 1)
 jobs=2               # independent training/decoding runs at a time (each gets OMP_NUM_THREADS/jobs threads)
+publish_results=false  # true: copy exp/RESULTS.md over the committed RESULTS.md (a real default run only)
 variants="w2v-bert mslam-tlm mslam-ctc"
 tasks="st asr intent lid probe"   # probe: CTC head on the frozen pre-trained encoder
 src_langs=de,es,fr,it,ru   # ST and zero-shot source languages (-> en)
@@ -24,6 +25,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
@@ -33,7 +35,6 @@ labels() { cut -d' ' -f2 "$1" | sort -u | paste -sd, -; }
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
 . utils/lib/bg.sh     # bg_run CMD ... / bg_wait: up to ${jobs} runs side by side
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
-log "$0 $*"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: mini corpus (${size}); speech, text, paired, ST, intent and test sets"
@@ -54,7 +55,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features and global CMVN"
+  log "Stage 1: fbank features and global CMVN (logs: exp/log/fbank_<set>.log)"
   for x in speech_train paired_train dev st_train st_dev real_train real_dev; do
     stk data validate data/${x}
     bg_run ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
@@ -133,7 +134,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-  log "Stage 7: score (BLEU/chrF, CER/WER, accuracy) and RESULTS.md"
+  log "Stage 7: score (BLEU/chrF, CER/WER, accuracy) -> exp/RESULTS.md (RESULTS.md with --publish-results true)"
   for hyp in exp/*/decode_*/hyp exp/*/zeroshot_*/hyp; do
     d=$(dirname "${hyp}") x=${d##*/}; x=${x#decode_}; x=${x#zeroshot_}
     case ${d} in
@@ -146,12 +147,14 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   done
   rows="scratch ${variants}" zs=()
   for l in ${src_langs//,/ }; do zs+=("${l}|by_lang.${l}.bleu|exp/{row}_st/zeroshot_st_synth_test/score.json"); done
-  stk table --rows "${rows}" --out RESULTS.md \
+  stk env --out exp/RESULTS.md
+  stk table --rows "${rows}" --out exp/RESULTS.md --append \
     "ST BLEU real|bleu|exp/{row}_st/decode_st_real_test/score.json" "ST BLEU synth|bleu|exp/{row}_st/decode_st_synth_test/score.json" \
     "ASR CER synth|cer|exp/{row}_asr/decode_synth_test/score.json" "ASR CER real|cer|exp/{row}_asr/decode_real_test/score.json" \
     "intent acc real|acc|exp/{row}_intent/decode_real_test/score.json" "LID acc synth|acc|exp/{row}_lid/decode_synth_test/score.json" \
     "zero-shot text BLEU synth|bleu|exp/{row}_st/zeroshot_st_synth_test/score.json" "CTC probe CER synth|cer|exp/{row}_probe/decode_synth_test/score.json" \
     --title "mini mSLAM (${size} corpus)" --notes "Rows: fine-tuning from scratch or from each pre-training variant (conf/pretrain.yaml, ${train_opts:-default steps}). ST X->en (${src_langs}): attention beam ${beam_size}, BLEU on cased English; ASR: CTC greedy on characters, CER after lowercasing/punctuation removal; intent: asterisk prompt class, real speech; LID: 6 languages, espeak voice unseen in training. Zero-shot: the speech-only ST model fed the source *text* (characters). CTC probe: frozen pre-trained encoder + CTC head."
-  stk table --rows "${rows}" "${zs[@]}" --out RESULTS.md --append --title "Zero-shot text->text BLEU per source language (synth test)"
-  cat RESULTS.md
+  stk table --rows "${rows}" "${zs[@]}" --out exp/RESULTS.md --append --title "Zero-shot text->text BLEU per source language (synth test)"
+  if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
+  cat exp/RESULTS.md
 fi

@@ -16,6 +16,7 @@ stop_stage=100
 size=small           # mini corpus size: tiny | small | full
 corpus_dir=          # default: ../corpus/<size> (shared with the other mini recipes)
 jobs=2               # independent runs at a time (each gets OMP_NUM_THREADS/jobs threads)
+publish_results=false  # true: copy exp/RESULTS.md over the committed RESULTS.md (a real default run only)
 k=100                # clusters of every k-means (MFCC and HuBERT)
 rate=50              # unit frames per second (50 | 25)
 iterations=1         # HuBERT iterations (1: trained on MFCC targets; 2: then on iteration 1's units)
@@ -35,6 +36,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
@@ -44,7 +46,6 @@ read -r -a aextra <<< "${align_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
 . utils/lib/bg.sh     # bg_run CMD ... / bg_wait
 start=$(date +%s)
-log "$0 $*"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: mini corpus (${size}) and data dirs"
@@ -59,7 +60,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features, global CMVN, character tokenizer (for the alignment model)"
+  log "Stage 1: fbank features, global CMVN, character tokenizer (for the alignment model; logs: exp/log/fbank_<set>.log)"
   for x in paired speech_only dev; do
     bg_run ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
@@ -144,7 +145,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  log "Stage 6: RESULTS (exp/RESULTS.md; copied to RESULTS.md unless --size tiny)"
+  log "Stage 6: RESULTS -> exp/RESULTS.md (RESULTS.md with --publish-results true)"
   cells=()
   for x in ${eval_sets}; do
     cells+=("MFCC k-means|${x}|exp/units_mfcc/eval_${x}.json")
@@ -163,7 +164,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   stk units report "${cells[@]}" "${sweep_cells[@]}" --out exp/RESULTS.md \
     --title "mini units (${size} corpus): MFCC k-means vs HuBERT, k=${k}, ${rate} units/s" \
     --notes "$(date -u +%F), $(nproc) CPU(s), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Labels: characters of a CTC forced alignment (exp/align). ${train_opts:+HuBERT overrides: ${train_opts}.}"
-  [ "${size}" = tiny ] || cp exp/RESULTS.md RESULTS.md
+  if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
   cat exp/RESULTS.md
 fi
 

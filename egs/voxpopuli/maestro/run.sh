@@ -17,6 +17,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--corpus-dir DIR] [--langs
 . ./cmd.sh
 . ./db.sh
 . utils/log.sh
+log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-${VOXPOPULI}}
@@ -25,7 +26,7 @@ if [ -z "${corpus_dir}" ]; then
   exit 1
 fi
 tok=data/token/bpe${vocab_size}
-log "$0 $*  (corpus=${corpus_dir})"
+log "corpus=${corpus_dir}"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: VoxPopuli ASR ${langs}: data/{train,dev,test} (16 kHz ogg read in place)"
@@ -33,7 +34,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features and global CMVN"
+  log "Stage 1: fbank features and global CMVN (logs: exp/log/fbank_<set>.log)"
   for x in train dev; do
     stk data validate data/${x}
     ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
