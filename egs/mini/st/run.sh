@@ -25,13 +25,14 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [-
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
 tag=${tag:-$(basename "${train_config}" .yaml)_${size}}
 exp=exp/${tag}
 tok=data/token/bpe${vocab_size}
-log "$0 $*  (exp=${exp})"
+log "exp=${exp}"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: build the mini corpus (${size}); keep ${src_langs} -> en pairs"
@@ -46,7 +47,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features and global CMVN"
+  log "Stage 1: fbank features and global CMVN (logs: exp/log/fbank_<set>.log)"
   for x in train dev; do
     stk data validate data/${x}
     ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
