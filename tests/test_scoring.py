@@ -137,3 +137,12 @@ def test_environment_block():
         assert key in block
     r = runner.invoke(app, ["env"])
     assert r.exit_code == 0 and "torchaudio" in r.output
+
+
+def test_table_names_the_normalizer(tmp_path):
+    ref, hyp = tmp_path / "text", tmp_path / "hyp"
+    _write(ref, {"u1": "Hello, world"})
+    _write(hyp, {"u1": "hello world"})
+    assert runner.invoke(app, ["score", str(ref), str(hyp), "--json", str(tmp_path / "d" / "score.json")]).exit_code == 0
+    r = runner.invoke(app, ["table", f"A|WER|wer|{tmp_path}/d/score.json"])
+    assert r.exit_code == 0 and "| A | 0.0 |" in r.output and "Normalizer (WER/CER): jiwer" in r.output

@@ -51,6 +51,9 @@ def render(cells: list[tuple[str, str, str, Path]]) -> str:
         values[(row, col)] = "–" if v is None else f"{v:.1f}"
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     lines += ["| " + row + " | " + " | ".join(values.get((row, c), "–") for c in cols) + " |" for row in rows]
+    norms = sorted({n for *_, path in cells if path.exists() for n in [json.loads(path.read_text()).get("normalizer")] if n})
+    if norms:  # the WER/CER text normaliser, named as every RESULTS.md must
+        lines += ["", f"Normalizer (WER/CER): {'; '.join(norms)}"]
     return "\n".join(lines) + "\n"
 
 
