@@ -88,8 +88,10 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Packaged speaker encoder.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
 ) -> None:
-    """Speaker ID accuracy (closed set: speakers the encoder was trained on) and EER of cosine
-    scores over every pair of utterances, on held-out utterances."""
+    """Speaker ID accuracy and cosine-scoring EER of a speaker encoder on held-out utterances.
+
+    Accuracy is closed-set (speakers the encoder was trained on); the EER scores every pair of
+    utterances by cosine similarity."""
     import torch
 
     from stk.data.kaldi import DataDirError, read_kv
