@@ -309,7 +309,12 @@ def _sent_stats(metric_name: str, refs: list[str], hyps: list[str]):
 
 def _resampled_mt(metric, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Corpus scores of each resample (the loop of sacrebleu's ``_paired_bs_test``)."""
-    return np.array([metric._compute_score_from_stats(s.sum(0)).score for s in stats[idx]])
+    return np.array([metric._compute_score_from_stats(stats[row].sum(0)).score for row in idx])
+
+
+def _resampled_sums(counts: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``(n_samples, 4)`` summed counts of each resample, in chunks (memory ~ chunk x N x 4)."""
+    return np.concatenate([counts[idx[i : i + chunk]].sum(1) for i in range(0, len(idx), chunk)])
 
 
 def _resampled(metric: str, refs: list[str], hyps: list[str], idx: np.ndarray,
@@ -317,7 +322,7 @@ def _resampled(metric: str, refs: list[str], hyps: list[str], idx: np.ndarray,
     """Resampled scores per metric name (wer/cer or bleu/chrf), each ``(n_samples,)``."""
     if metric == "wer":
         ec = ErrorCounts.compute(refs, hyps, norm)
-        return {"wer": _rate(ec.words[idx].sum(1)), "cer": _rate(ec.chars[idx].sum(1))}
+        return {"wer": _rate(_resampled_sums(ec.words, idx)), "cer": _rate(_resampled_sums(ec.chars, idx))}
     if metric == "bleu":
         out = {}
         for name in ("bleu", "chrf"):
