@@ -68,6 +68,12 @@ def test_score_cli_writes_normalizer_result_txt_and_intervals(tmp_path):
     # the Sum/Avg row: 7 words, 5 correct, 2 of 3 sentences wrong
     row = next(line for line in txt.splitlines() if "Sum/Avg" in line)
     assert row.split("|")[2].split() == ["3", "7"] and row.split("|")[3].split()[-1] == "66.7"
+    _write(tmp_path / "utt2lang", {"u1": "en", "u2": "en", "u3": "fr"})
+    r = runner.invoke(app, ["score", str(ref), str(hyp), "--bootstrap", "100", "--utt2lang", str(tmp_path / "utt2lang"),
+                            "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    fr = json.loads(out.read_text())["by_lang"]["fr"]
+    assert fr["wer"] == pytest.approx(100 / 3) and fr["bootstrap"]["wer"] == [pytest.approx(100 / 3)] * 2
     rep = runner.invoke(app, ["report", str(out)])
     assert rep.exit_code == 0 and "## Environment" in rep.output and "Normalizer: jiwer" in rep.output
     assert "95 % CI" in rep.output

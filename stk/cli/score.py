@@ -92,8 +92,16 @@ def score(
             if bootstrap:
                 from stk.scoring import _paired
 
-                _, refs, hyps = _paired(ref, hyp)
+                utts, refs, hyps = _paired(ref, hyp)
                 res["bootstrap"] = boot(refs, hyps, metric.value, bootstrap, norm=norm, seed=seed)
+                if "by_lang" in res:
+                    from stk.data.kaldi import read_kv
+
+                    langs = read_kv(utt2lang)
+                    for lang, lr in res["by_lang"].items():
+                        ix = [i for i, u in enumerate(utts) if langs.get(u, "unk") == lang]
+                        lr["bootstrap"] = boot([refs[i] for i in ix], [hyps[i] for i in ix], metric.value, bootstrap,
+                                               norm=norm, seed=seed)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
