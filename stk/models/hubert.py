@@ -189,6 +189,31 @@ class HubertModel(StkModel):
         e = F.normalize(self.code_emb.float(), dim=-1)
         return (p @ e.t()) / self.temperature
 
+    def masked_prediction_loss(self, out: torch.Tensor, y: torch.Tensor, m: torch.Tensor
+                               ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``masked_weight · CE(masked) + unmasked_weight · CE(unmasked)`` (each a mean over its frames).
+
+        ``out`` (B, T, D) encoder output; ``y`` (B, T) cluster ids, -1 at padding; ``m`` (B, T) True
+        at masked frames.
+        """
+        valid = y >= 0
+        m = m & valid
+        loss = out.sum() * 0.0  # keeps the graph when a batch has no frame of a weighted kind
+        stats: dict[str, float] = {}
+        for name, sel, w in (("masked", m, self.masked_weight), ("unmasked", valid & ~m, self.unmasked_weight)):
+            if not sel.any():
+                continue
+            with torch.set_grad_enabled(torch.is_grad_enabled() and w > 0):
+                logits = self.logits(out[sel])
+                ce = F.cross_entropy(logits, y[sel])
+            if w > 0:
+                loss = loss + w * ce
+            stats[f"ce_{name}"] = ce.item()
+            stats[f"acc_{name}"] = (logits.argmax(-1) == y[sel]).float().mean().item()
+        stats["masked_frames"] = (m.sum() / valid.sum().clamp(min=1)).item()
+        stats["loss"] = loss.item()
+        return loss, stats
+
     def _targets(self, batch: dict[str, Any], n_frames: int, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ys, ylens = batch[self.target], batch[f"{self.target}_lens"].to(lens.device)
         diff = (ylens - lens).abs()
@@ -220,18 +245,5 @@ class HubertModel(StkModel):
         m = span_mask(hlens, ratio=self.mask_ratio, span=self.mask_span, max_len=h.size(1)) & valid
         x = torch.where(m[..., None], self.mask_emb.to(h.dtype), h)
         out = self.encoder.run_layers(x, hlens)
-        loss = out.sum() * 0.0  # keeps the graph when a batch has no frame of a weighted kind
-        stats: dict[str, float] = {}
-        for name, sel, w in (("masked", m, self.masked_weight), ("unmasked", valid & ~m, self.unmasked_weight)):
-            if not sel.any():
-                continue
-            with torch.set_grad_enabled(torch.is_grad_enabled() and w > 0):
-                logits = self.logits(out[sel])
-                ce = F.cross_entropy(logits, y[sel])
-            if w > 0:
-                loss = loss + w * ce
-            stats[f"ce_{name}"] = ce.item()
-            stats[f"acc_{name}"] = (logits.argmax(-1) == y[sel]).float().mean().item()
-        stats["masked_frames"] = (m.sum() / valid.sum().clamp(min=1)).item()
-        stats["loss"] = loss.item()
+        loss, stats = self.masked_prediction_loss(out, y, m)
         return {"loss": loss, "stats": stats, "weight": float(feats.size(0))}

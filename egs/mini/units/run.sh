@@ -170,10 +170,8 @@ fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: model store: units model '${model_name}', HuBERT '${hubert_name}'"
-  force=()
-  stk package --help 2>/dev/null | grep -q -- '--force' && force=(--force)
   stk package exp/hubert_it${iterations} --weights exp/hubert_it${iterations}/model.avg1.safetensors \
-    --out exp/hubert_it${iterations}/package --method ctc_greedy --name ${hubert_name} "${force[@]}" \
+    --out exp/hubert_it${iterations}/package --method ctc_greedy --name ${hubert_name} --force \
     --description "mini corpus HuBERT iteration ${iterations}"
   stk units publish ${final} --name ${model_name} --force
   log "Try: stk units dump data/real_test --model ${model_name} --dedup"
