@@ -285,16 +285,17 @@ class WorldVocoder:
         return self.synthesize(f0, sp, ap)
 
 
-VOCODERS = ("griffin-lim", "world")
+VOCODERS = ("griffin-lim", "world", "hifigan")
 
 
 def resynthesize_data_dir(
     data_dir: str | Path, out_dir: str | Path, *, vocoder: str = "griffin-lim",
     mel_config: MelConfig | None = None, n_iter: int = 32, momentum: float = 0.99,
-    f0_method: Literal["dio", "harvest"] = "dio", limit: int | None = None,
+    f0_method: Literal["dio", "harvest"] = "dio", limit: int | None = None, model: str | None = None,
 ) -> dict[str, float]:
     """Copy synthesis: read every wav of ``data_dir`` (resampled to 16 kHz), pass it through
-    ``vocoder`` (``griffin-lim`` from its ground-truth log-mel, or ``world``), and write a wav data
+    ``vocoder`` (``griffin-lim`` or ``hifigan`` (a packaged ``model``) from its ground-truth log-mel,
+    or ``world``), and write a wav data
     dir at ``out_dir`` with the source's ``text`` and ``utt2spk``. Returns ``{utts, audio_s, rtf}``."""
     import time
 
@@ -303,7 +304,13 @@ def resynthesize_data_dir(
     from stk.features.mel import log_mel
 
     conf = mel_config or MelConfig()
-    if vocoder == "griffin-lim":
+    if vocoder == "hifigan":
+        if not model:
+            raise ValueError("vocoder hifigan needs a packaged model (--model)")
+        hg = HifiGanVocoder(model)
+        conf = hg.mel_config
+        run = lambda w: hg(log_mel(w, conf.sample_rate, conf).numpy())  # noqa: E731
+    elif vocoder == "griffin-lim":
         gl = GriffinLimVocoder(mel_config=conf, n_iter=n_iter, momentum=momentum)
         run = lambda w: gl(log_mel(w, conf.sample_rate, conf).numpy())  # noqa: E731
     elif vocoder == "world":
@@ -402,3 +409,79 @@ def load_mel_config(path: str | Path) -> MelConfig:
     from stk.config import from_dict
 
     return from_dict(MelConfig, json.loads(Path(path).read_text()), str(path))
+
+
+def dump_wave_frames(data_dir: str | Path, out_dir: str | Path, *, hop_length: int = 256,
+                     sample_rate: int = SAMPLE_RATE) -> int:
+    """Write a vocoder-training data dir: ``out_dir/feats.{ark,scp}`` hold each waveform (resampled
+    to ``sample_rate``) cut into ``(T, hop_length)`` float32 frames (the trailing partial frame
+    dropped), beside copies of the source's ``utt2spk``/``spk2utt``/``text``/``utt2lang``. The
+    ``hifigan`` model trains on these through the ordinary datasets. Returns the utterance count."""
+    import shutil
+
+    import kaldiio
+
+    from stk.data.audio import AudioError, read_audio
+    from stk.data.kaldi import load_data_dir
+    from stk.utils import atomic_write_text
+
+    if hop_length < 1:
+        raise ValueError(f"hop_length must be >= 1, got {hop_length}")
+    d = load_data_dir(data_dir)
+    if d.wav_scp is None:
+        raise SynthesisError(f"{data_dir}: no wav.scp")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_ark, tmp_scp = out / ".feats.ark.tmp", out / ".feats.scp.tmp"
+    n, skipped, num_frames = 0, [], {}
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
+        for utt, spec in d.wav_scp.items():
+            try:
+                w, rate = read_audio(spec)
+            except AudioError as e:
+                raise SynthesisError(f"{data_dir}/wav.scp: utterance {utt!r}: {e}") from None
+            w = resample(w, rate, sample_rate)
+            t = len(w) // hop_length
+            if t == 0:
+                skipped.append(utt)
+                continue
+            writer(utt, np.ascontiguousarray(w[: t * hop_length].reshape(t, hop_length), dtype=np.float32))
+            num_frames[utt] = str(t)
+            n += 1
+    if skipped:
+        log.warning("%s: %d utterance(s) shorter than one frame skipped, e.g. %s", data_dir, len(skipped), skipped[0])
+    tmp_ark.replace(out / "feats.ark")
+    atomic_write_text(out / "feats.scp", tmp_scp.read_text().replace(str(tmp_ark), str((out / "feats.ark").resolve())))
+    tmp_scp.unlink()
+    from stk.data.kaldi import write_kv
+
+    write_kv(out / "utt2num_frames", num_frames)  # the datasets' length buckets read it
+    for name in ("utt2spk", "spk2utt", "text", "utt2lang"):
+        if (Path(data_dir) / name).exists():
+            shutil.copyfile(Path(data_dir) / name, out / name)
+    if skipped or (out / "utt2spk").exists():
+        from stk.data.kaldi import fix_data_dir
+
+        fix_data_dir(out)
+    return n
+
+
+class HifiGanVocoder:
+    """A packaged ``hifigan`` model (``stk package``) as a :class:`MelVocoder`."""
+
+    def __init__(self, model: str, *, device: str = "cpu") -> None:
+        from stk.package import load_package
+
+        self.lm = load_package(model, device=device)
+        if not hasattr(self.lm.model, "vocode"):
+            raise ValueError(f"{model}: not a vocoder package (the model has no vocode)")
+        self.mel_config: MelConfig = self.lm.model.mel_config
+        self.device = device
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """``(T, n_mels)`` log-mel -> ``(T * hop,)`` samples."""
+        import torch
+
+        mel = check_mel(mel, self.mel_config, "hifigan")
+        with torch.inference_mode():
+            return self.lm.model.vocode(torch.tensor(mel, device=self.device)[None])[0].cpu().numpy()

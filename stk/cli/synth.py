@@ -18,6 +18,7 @@ app = typer.Typer(help="Speech out: vocoder log-mels, Griffin-Lim / WORLD vocodi
 class Vocoder(str, enum.Enum):
     griffin_lim = "griffin-lim"
     world = "world"
+    hifigan = "hifigan"
 
 
 class F0Method(str, enum.Enum):
@@ -38,7 +39,8 @@ def _fail(e: Exception) -> None:
 def resynth(
     data_dir: Annotated[Path, typer.Argument(help="Data dir with a wav.scp (any rate; resampled to 16 kHz).")],
     out_dir: Annotated[Path, typer.Argument(help="Output wav data dir (OUT/wav/<utt>.wav, wav.scp, utt2spk, text).")],
-    vocoder: Annotated[Vocoder, typer.Option(help="griffin-lim (from the ground-truth log-mel) or world (WORLD analysis-synthesis).")] = Vocoder.griffin_lim,
+    vocoder: Annotated[Vocoder, typer.Option(help="griffin-lim or hifigan (from the ground-truth log-mel) or world (WORLD analysis-synthesis).")] = Vocoder.griffin_lim,
+    model: Annotated[str | None, typer.Option(help="hifigan: the packaged vocoder (dir or model-store name).")] = None,
     n_iter: Annotated[int, typer.Option(help="Griffin-Lim iterations.")] = 32,
     momentum: Annotated[float, typer.Option(help="Griffin-Lim momentum.")] = 0.99,
     f0_method: Annotated[F0Method, typer.Option(help="WORLD F0 estimator.")] = F0Method.dio,
@@ -60,7 +62,7 @@ def resynth(
     set_threads(threads)
     try:
         st = resynthesize_data_dir(data_dir, out_dir, vocoder=vocoder.value, n_iter=n_iter, momentum=momentum,
-                                   f0_method=f0_method.value, limit=limit or None)
+                                   f0_method=f0_method.value, limit=limit or None, model=model)
     except (ValueError, DataDirError) as e:
         _fail(e)
     typer.echo(f"{out_dir}: {st['utts']} utts, {st['audio_s']:.1f} s of audio, RTF {st['rtf']:.3f} "
@@ -94,14 +96,15 @@ def vocode(
     out_dir: Annotated[Path, typer.Argument(help="Output wav data dir.")],
     data_dir: Annotated[Path | None, typer.Option(help="Copy utt2spk and text from this data dir.")] = None,
     mel_json: Annotated[Path | None, typer.Option(help="Mel settings (default: mel.json beside MEL_SCP, else the defaults).")] = None,
+    model: Annotated[str | None, typer.Option(help="A packaged hifigan vocoder; default: Griffin-Lim.")] = None,
     n_iter: Annotated[int, typer.Option(help="Griffin-Lim iterations.")] = 32,
     momentum: Annotated[float, typer.Option(help="Griffin-Lim momentum.")] = 0.99,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
 ) -> None:
-    """Vocode log-mels with Griffin-Lim into a wav data dir."""
+    """Vocode log-mels with Griffin-Lim (or a packaged HiFi-GAN, --model) into a wav data dir."""
     from stk.data.kaldi import DataDirError, load_data_dir
     from stk.features.mel import MelConfig
-    from stk.synthesis import GriffinLimVocoder, load_mel_config, vocode_feats
+    from stk.synthesis import GriffinLimVocoder, HifiGanVocoder, load_mel_config, vocode_feats
     from stk.utils import set_threads, setup_logging
 
     setup_logging()
@@ -110,8 +113,30 @@ def vocode(
         mj = mel_json or (mel_scp.parent / "mel.json")
         conf = load_mel_config(mj) if mj.exists() else MelConfig()
         d = load_data_dir(data_dir) if data_dir is not None else None
-        out = vocode_feats(mel_scp, out_dir, GriffinLimVocoder(mel_config=conf, n_iter=n_iter, momentum=momentum),
+        voc = (HifiGanVocoder(model) if model else GriffinLimVocoder(mel_config=conf, n_iter=n_iter, momentum=momentum))
+        if model and voc.mel_config != conf:
+            raise ValueError(f"{model} was trained on mel settings {voc.mel_config}, {mel_scp} has {conf}")
+        out = vocode_feats(mel_scp, out_dir, voc,
                            utt2spk=d.utt2spk if d else None, text=d.text if d else None)
     except (ValueError, DataDirError) as e:
         _fail(e)
     typer.echo(f"{out}/wav.scp written")
+
+
+@app.command()
+def frames(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with a wav.scp (any rate; resampled to 16 kHz).")],
+    out_dir: Annotated[Path, typer.Argument(help="Vocoder-training data dir: feats.{ark,scp} of (T, hop) waveform frames + utt2spk, text.")],
+    hop_length: Annotated[int, typer.Option(help="Samples per frame (the mel hop).")] = 256,
+) -> None:
+    """Cut every waveform into (T, hop) frames in feats.scp: the training data of the hifigan model."""
+    from stk.data.kaldi import DataDirError
+    from stk.synthesis import dump_wave_frames
+    from stk.utils import setup_logging
+
+    setup_logging()
+    try:
+        n = dump_wave_frames(data_dir, out_dir, hop_length=hop_length)
+    except (ValueError, DataDirError) as e:
+        _fail(e)
+    typer.echo(f"{out_dir}/feats.scp: {n} utterances")
