@@ -139,7 +139,7 @@ def align_data_dir(
     """
     from stk.console import progress as _bars
 
-    from stk.data.audio import AudioError, load_segment
+    from stk.data.audio import AudioError, RecordingCache, load_segment
     from stk.data.dataset import pad_list
     from stk.features.fbank import compute_fbank
     from stk.inference import _num_samples, group_by_length
@@ -181,12 +181,13 @@ def align_data_dir(
         del frames[u]
     dev = next(model.parameters()).device
     out: dict[str, list[int]] = {}
+    recordings = RecordingCache()  # segments of one pipe/ark recording: one decode of it
     with _bars(enabled=progress) as bar:
         task = bar.add_task("aligning", total=len(frames))
         for batch in group_by_length(frames, batch_frames):
             feats = []
             for u in batch:
-                wav, rate = load_segment(d.wav_scp, u, d.segments, allow_pipes=allow_pipes)
+                wav, rate = load_segment(d.wav_scp, u, d.segments, allow_pipes=allow_pipes, cache=recordings)
                 try:
                     f = compute_fbank(wav, rate, fb)
                 except ValueError as e:

@@ -195,7 +195,7 @@ def iter_features(
     ``skipped`` (``{utt: reason}``) and logged, or raised as :class:`DataDirError` naming the
     utterance with ``bad_input="fail"``.
     """
-    from stk.data.audio import AudioError, load_segment
+    from stk.data.audio import AudioError, RecordingCache, load_segment
     from stk.inference import _num_samples, group_by_length
 
     if bad_input not in ("skip", "fail"):
@@ -227,11 +227,12 @@ def iter_features(
             bad(u, f"too short: {n / extractor.sample_rate * 1000:.0f} ms gives no {rate}/s frame")
             continue
         frames[u] = f
+    recordings = RecordingCache()  # segments of one pipe/ark recording: one decode of it
     for batch in group_by_length(frames, batch_frames):
         waves, ok = [], []
         for u in batch:
             try:
-                w, r = load_segment(d.wav_scp, u, d.segments, allow_pipes=allow_pipes)
+                w, r = load_segment(d.wav_scp, u, d.segments, allow_pipes=allow_pipes, cache=recordings)
             except (AudioError, OSError) as e:
                 bad(u, f"audio cannot be read: {e}")
                 continue
