@@ -295,7 +295,7 @@ def find_latest(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any], list[Path]]
         except (RuntimeError, FileNotFoundError) as e:
             log.warning("skipping unreadable checkpoint %s: %s", p, e)
             bad.append(p.resolve())
-            errors.append(p.name)
+            errors.append(f"{p.name} -> {p.resolve().name}" if p.is_symlink() else p.name)
     if bad:
         raise CheckpointError(
             f"{ckpt_dir}: no checkpoint is readable ({', '.join(errors)}); nothing was changed. Move them away "

@@ -314,3 +314,23 @@ def test_score_warns_about_hypotheses_absent_from_the_reference(cli, tmp_path, c
     res = cli("score", tmp_path / "ref", tmp_path / "hyp")
     assert res.exit_code == 0, res.output
     assert "2 hypothesis id(s) are not in" in caplog.text and "'c'" in caplog.text
+
+
+def test_train_with_an_unreadable_checkpoint_stops_and_restart_keeps_it(cli, tmp_path):
+    # the case: truncate the step*.pt that last.pt points to and re-run with a small keep_nbest;
+    # before, training restarted from step 0 and the rotation deleted the old checkpoints
+    res = cli("train", "--config", "train.yaml", "--exp-dir", tmp_path / "exp", "trainer.keep_nbest=1")
+    assert res.exit_code == 0, res.output
+    ckpts = tmp_path / "exp" / "checkpoints"
+    newest = (ckpts / "last.pt").resolve()
+    cut = newest.read_bytes()[:1000]
+    newest.write_bytes(cut)
+    names = sorted(p.name for p in ckpts.iterdir())
+    res = cli("train", "--config", "train.yaml", "--exp-dir", tmp_path / "exp", "trainer.keep_nbest=1",
+              "trainer.max_steps=4")
+    fails_cleanly(res, "no checkpoint is readable", newest.name, "--restart")
+    assert sorted(p.name for p in ckpts.iterdir()) == names and newest.read_bytes() == cut
+    res = cli("train", "--config", "train.yaml", "--exp-dir", tmp_path / "exp", "--restart", "trainer.keep_nbest=1")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "exp" / "checkpoints.prev1" / newest.name).read_bytes() == cut
+    assert (ckpts / "last.pt").exists()
