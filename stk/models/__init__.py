@@ -34,6 +34,8 @@ def _register_builtin() -> None:
     from stk.models import classifier, encdec, transducer  # noqa: F401  (register "classifier", "encdec", "transducer")
     from stk.models import mslam  # noqa: F401  (registers model "mslam" and encoder "mslam")
     from stk.models import maestro  # noqa: F401  (registers model "maestro" and encoder "maestro")
+    from stk.models import xvector  # noqa: F401  (registers model "xvector": speaker encoder)
+    from stk.models import hifigan  # noqa: F401  (registers model "hifigan": mel vocoder)
     from stk.models import hubert  # noqa: F401  (registers model "hubert" and encoder "hubert")
     from stk.models import lm  # noqa: F401  (registers model "lm")
     from stk.models import mt  # noqa: F401  (registers model "mt" and encoder "text_conformer")
