@@ -91,3 +91,51 @@ def test_scorer_matches_full_forward_with_select_and_skips() -> None:
     with pytest.raises(ValueError, match="outside the LM vocabulary"):
         sc.advance(st, torch.tensor([V, 3]))
     assert sc.score(sc.init_state(0)).shape == (0, V)
+
+
+# --- stk decode --lm: packages, checks ----------------------------------------------------
+
+def _package(tmp, tok, name, conf, out):
+    from stk.experiment import build_model
+    from stk.package import PackageMeta, write_package
+    from stk.registry import ComponentSpec
+    from stk.tokenizer import Tokenizer
+
+    import numpy as np
+
+    from stk.features.fbank import GlobalCMVN
+
+    vocab = Tokenizer(tok).vocab_size
+    torch.manual_seed(0)
+    model = build_model(ComponentSpec(name, conf), vocab_size=vocab, input_dim=80)
+    GlobalCMVN(np.zeros(80, dtype=np.float32), np.full(80, 4.0, dtype=np.float32)).save(tmp / "cmvn.json")
+    return write_package(tmp / out, meta=PackageMeta(model=ComponentSpec(name, conf), vocab_size=vocab),
+                         state_dict=model.state_dict(), tokenizer=tok, cmvn=tmp / "cmvn.json")
+
+
+def test_stk_decode_with_lm_fusion(tmp_path, data_dir):
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+    from stk.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([f"hello world abc {i}" for i in range(20)], tmp_path / "char", vocab_size=30, model_type="char")
+    tok2 = train_tokenizer([f"other text xyz {i}" for i in range(20)], tmp_path / "char2", vocab_size=30, model_type="char")
+    enc = {"name": "conformer", "conf": {"d_model": 16, "num_heads": 2, "ffn_dim": 32, "num_layers": 1, "kernel_size": 3}}
+    asr = _package(tmp_path, tok, "encdec", {"encoder": enc, "decoder": {"d_model": 16, "num_heads": 2, "ffn_dim": 32,
+                                                                          "num_layers": 1}}, "asr")
+    lm_conf = {"d_model": 16, "num_heads": 2, "ffn_dim": 32, "num_layers": 1}
+    lm = _package(tmp_path, tok, "lm", lm_conf, "lm")
+    lm_other = _package(tmp_path, tok2, "lm", lm_conf, "lm_other")
+    run = lambda *a: CliRunner().invoke(app, ["decode", str(data_dir), "--model", str(asr), "--beam-size", "2", *a])
+    res = run("--method", "attention", "--lm", str(lm), "--lm-weight", "0.5", "--maxlen-ratio", "0.3")
+    assert res.exit_code == 0, res.output
+    assert len(res.stdout.splitlines()) == len((data_dir / "wav.scp").read_text().splitlines())
+    res = run("--method", "ctc_greedy", "--lm", str(lm), "--lm-weight", "0.5")
+    assert res.exit_code == 1 and "fused with --method attention or rnnt_beam" in res.output
+    res = run("--method", "attention", "--lm", str(lm_other), "--lm-weight", "0.5")
+    assert res.exit_code == 1 and "tokenizer differs" in res.output
+    res = run("--method", "attention", "--lm-weight", "0.5")
+    assert res.exit_code == 1 and "--lm-weight needs --lm" in res.output
+    res = run("--method", "attention", "--lm", str(asr), "--lm-weight", "0.5")
+    assert res.exit_code == 1 and "not an `lm`" in res.output

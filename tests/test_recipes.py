@@ -54,10 +54,14 @@ def _loss_fell(exp: Path) -> bool:
 
 
 def test_asr_recipe(tmp_path, tiny_corpus):
-    run_recipe("asr", tmp_path, tiny_corpus)
+    run_recipe("asr", tmp_path, tiny_corpus, "--use-lm", "true", "--beam-size", "4")
     work = tmp_path / "asr"
-    _check_results(work / "RESULTS.md", "CER", ["de", "en", "es", "fr", "it", "ru"])
     exp = work / "exp" / "train_tiny_tiny"
+    assert not (work / "RESULTS.md").exists()  # a run writes exp/<tag>/RESULTS.md, never the committed file
+    _check_results(exp / "RESULTS.md", "CER", ["de", "en", "es", "fr", "it", "ru"])
+    lm_table = (exp / "RESULTS_lm.md").read_text()  # stages 7-9: WER with and without LM fusion, paired CIs
+    for row in ("synth_test | ctc_beam_ngram", "real_test | attention_lm"):
+        assert re.search(rf"\| {row} \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \(", lm_table), lm_table
     assert _loss_fell(exp)
     assert (exp / "config.yaml").exists() and (exp / "loss.png").exists()
     hyp = (exp / "decode_ctc_beam_synth_test" / "hyp").read_text().splitlines()  # run.sh method=ctc_beam

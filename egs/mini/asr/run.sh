@@ -3,6 +3,8 @@
 # real asterisk prompts (en es fr it ru) + espeak-ng speech (en de fr es it ru).
 #   ./run.sh                          # everything, default size (small)
 #   ./run.sh --size tiny --stage 3    # the CI configuration, from training on
+#   ./run.sh --stage 5 --nj 4 --device cuda   # decode in 4 jobs through cmd.sh's ${decode_cmd}
+#   ./run.sh --stage 7 --use-lm true  # LM fusion: n-gram (ctc_beam) and Transformer LM (attention)
 set -euo pipefail
 
 stage=0              # Begin configuration section
@@ -19,12 +21,23 @@ beam_size=10
 ctc_weight=0.3
 avg_n=1              # average the N checkpoints with the best validation loss
 test_sets="synth_test real_test"
+nj=1                 # parallel decoding jobs per test set (split, ${decode_cmd} JOB=1:nj, merge)
+device=cpu           # stk decode --device: cpu | cuda
+use_lm=false         # stages 7-9: train LMs, decode with and without fusion, compare
+lm_config=           # Transformer LM config (default: conf/lm.yaml, conf/lm_tiny.yaml for --size tiny)
+lm_weight=0.3        # Transformer LM weight in attention decoding (shallow fusion)
+att_ctc_weight=0.5   # CTC weight of the attention decodes of stages 8-9
+ngram_order=3        # word n-gram LM for ctc_beam
+ngram_weight=0.5     # its weight (natural-log scale) ...
+word_score=0.0       # ... and the score added per word
 # End configuration section
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N] [--token-type char|bpe] [--method M]"
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--size tiny|small|full] [--train-config F] [--nproc N] [--token-type char|bpe] [--method M] [--nj N] [--device cpu|cuda] [--use-lm true]"
 
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+. utils/lib/decode.sh
+log "$0 $*"
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
@@ -32,7 +45,9 @@ tag=${tag:-$(basename "${train_config}" .yaml)_${size}}
 exp=exp/${tag}
 tok=data/token/char
 [ "${token_type}" = char ] || tok=data/token/${token_type}${vocab_size}
-log "$0 $*  (exp=${exp})"
+if [ -z "${lm_config}" ]; then lm_config=conf/lm.yaml; [ "${size}" = tiny ] && lm_config=conf/lm_tiny.yaml; fi
+lm_exp=exp/$(basename "${lm_config}" .yaml)_${size}
+log "exp=${exp}"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: build the mini corpus (${size}) and the ASR training sets"
@@ -71,26 +86,81 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: average the best checkpoints and package the model"
   stk average ${exp} --n ${avg_n}
   stk package ${exp} --weights ${exp}/model.avg${avg_n}.safetensors --out ${exp}/package \
-    --method ${method} --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name mini-asr \
+    --method ${method} --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name mini-asr --force \
     --description "mini corpus multilingual ASR (${tag})"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-  log "Stage 5: decode ${test_sets} (${method}, beam ${beam_size})"
+  log "Stage 5: decode ${test_sets} (${method}, beam ${beam_size}, ${nj} job(s), ${device}; logs in ${exp}/decode_${method}_<set>/log)"
   for x in ${test_sets}; do
-    ${decode_cmd} ${exp}/decode_${method}_${x}/decode.log \
-      stk decode data/${x} --model ${exp}/package --method ${method} --beam-size ${beam_size} \
-      --ctc-weight ${ctc_weight} --out ${exp}/decode_${method}_${x}/hyp
+    stk_decode_nj ${nj} data/${x} ${exp}/decode_${method}_${x} --model ${exp}/package --method ${method} \
+      --beam-size ${beam_size} --ctc-weight ${ctc_weight} --device ${device}
   done
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  log "Stage 6: score (CER/WER per language) -> RESULTS.md"
+  log "Stage 6: score (CER/WER per language) -> ${exp}/RESULTS.md (copy it to RESULTS.md by hand after a real run)"
   for x in ${test_sets}; do
     stk score data/${x}/text ${exp}/decode_${method}_${x}/hyp --utt2lang data/${x}/utt2lang \
       --json ${exp}/decode_${method}_${x}/score.json
   done
-  stk report ${exp}/decode_*/score.json --out RESULTS.md --title "mini ASR: ${tag}" \
+  stk report ${exp}/decode_*/score.json --out ${exp}/RESULTS.md --title "mini ASR: ${tag}" \
     --notes "Config ${train_config}, corpus size ${size}; rows are <decoding method>_<test set> (every method decoded so far in ${exp}), beam ${beam_size}, CTC weight ${ctc_weight} in attention decoding. real_test: real human speech (asterisk prompts), synth_test: espeak-ng speech with an unseen voice. CER/WER after lowercasing and stripping punctuation."
-  cat RESULTS.md
+  cat ${exp}/RESULTS.md
+fi
+
+if [ "${use_lm}" = true ] && [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: LM text (ASR training text + ${corpus_dir}/text_only), ${ngram_order}-gram ARPA, Transformer LM ${lm_config} -> ${lm_exp}"
+  stk data combine data/lm_train data/train "${corpus_dir}/text_only" --normalize-text
+  mkdir -p ${lm_exp}
+  stk ngram data/lm_train/text --order ${ngram_order} --out ${lm_exp}/${ngram_order}gram.arpa
+  ${cuda_cmd} ${lm_exp}/log/train.log stk train --config ${lm_config} --exp-dir ${lm_exp} data.tokenizer=${tok}.model
+  stk average ${lm_exp} --n 1
+  stk package ${lm_exp} --weights ${lm_exp}/model.avg1.safetensors --out ${lm_exp}/package \
+    --description "character Transformer LM for mini-asr shallow fusion (${lm_config})"
+fi
+
+if [ "${use_lm}" = true ] && [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  log "Stage 8: decode ${test_sets} with and without LM fusion (${nj} job(s), ${device})"
+  for x in ${test_sets}; do
+    common="--model ${exp}/package --beam-size ${beam_size} --device ${device}"
+    stk_decode_nj ${nj} data/${x} ${exp}/decode_ctc_beam_${x} ${common} --method ctc_beam
+    stk_decode_nj ${nj} data/${x} ${exp}/decode_ctc_beam_ngram_${x} ${common} --method ctc_beam \
+      --lm ${lm_exp}/${ngram_order}gram.arpa --lm-weight ${ngram_weight} --word-score ${word_score}
+    stk_decode_nj ${nj} data/${x} ${exp}/decode_attention_${x} ${common} --method attention --ctc-weight ${att_ctc_weight}
+    stk_decode_nj ${nj} data/${x} ${exp}/decode_attention_lm_${x} ${common} --method attention \
+      --ctc-weight ${att_ctc_weight} --lm ${lm_exp}/package --lm-weight ${lm_weight}
+  done
+fi
+
+if [ "${use_lm}" = true ] && [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  log "Stage 9: WER with and without fusion, paired-bootstrap 95 % intervals -> ${exp}/RESULTS_lm.md"
+  out=${exp}/RESULTS_lm.md
+  { echo "## mini ASR: LM fusion (${tag})"; echo
+    echo "| test set | search | WER % | CER % | fused - plain WER (95 % CI) | fused - plain CER (95 % CI) |"
+    echo "|---|---|---:|---:|---:|---:|"; } > ${out}
+  for x in ${test_sets}; do
+    for pair in "ctc_beam ctc_beam_ngram" "attention attention_lm"; do
+      set -- ${pair}
+      for d in $1 $2; do
+        stk score data/${x}/text ${exp}/decode_${d}_${x}/hyp --utt2lang data/${x}/utt2lang \
+          --json ${exp}/decode_${d}_${x}/score.json > /dev/null
+      done
+      stk score data/${x}/text --compare ${exp}/decode_$2_${x}/hyp ${exp}/decode_$1_${x}/hyp \
+        --json ${exp}/compare_$2_vs_$1_${x}.json
+      python3 - "${x}" "$1" "$2" "${exp}" >> ${out} <<'PY'
+import json, sys
+x, plain, fused, exp = sys.argv[1:]
+c = json.load(open(f"{exp}/compare_{fused}_vs_{plain}_{x}.json"))
+for name in (plain, fused):
+    s = json.load(open(f"{exp}/decode_{name}_{x}/score.json"))
+    d = " | ".join(f"{c[m]['diff']:+.2f} ({c[m]['ci'][0]:+.2f}, {c[m]['ci'][1]:+.2f})" for m in ("wer", "cer")) if name == fused else " | "
+    print(f"| {x} | {name} | {s['wer']:.2f} | {s['cer']:.2f} | {d} |")
+PY
+    done
+  done
+  { echo; echo "ctc_beam_ngram: ${ngram_order}-gram word LM (stk ngram, interpolated Kneser-Ney) in torchaudio's flashlight decoder,"
+    echo "weight ${ngram_weight}, word score ${word_score}; attention_lm: Transformer LM (${lm_config}) shallow fusion, weight ${lm_weight},"
+    echo "CTC weight ${att_ctc_weight}; beam ${beam_size}. Intervals: paired bootstrap over utterances (stk score --compare)."; } >> ${out}
+  cat ${out}
 fi
