@@ -26,7 +26,8 @@ Implementations (each decodes all utterances per timed call):
     batched per expansion), ranked by log-probability (``--score-norm``: length-normalised).
   * ``stk batched beam K``: ``rnnt_beam_search`` (stk's default since issue 11: icefall's modified
     beam search, at most one symbol per frame, batched over the encoder batch's utterances and
-    hypotheses); its "× other" column is against ``stk beam K`` (torchaudio's search).
+    hypotheses) on length-sorted batches of ``--beam-batch`` (32) utterances; its "× other" column is
+    against ``stk beam K`` (torchaudio's search).
   * ``ESPnet greedy`` / ``ESPnet beam K``: ``espnet2.asr.transducer.beam_search_transducer.
     BeamSearchTransducer`` (the class ``espnet2.bin.asr_inference`` uses) with ``search_type="default"``
     (its default; Graves 2012 beam search, one hypothesis expanded at a time; ``beam_size=1`` is its
@@ -243,8 +244,9 @@ class Searchers:
     """The timed searchers over fixed encoder output; each returns token ids per utterance (input order)."""
 
     def __init__(self, head: nn.Module, enc: list[tuple[torch.Tensor, torch.Tensor, list[int]]], num_utts: int,
-                 espnet: tuple[nn.Module, nn.Module] | None, greedy_max_symbols: int = 5, norm: bool = False) -> None:
-        self.head, self.enc, self.n, self.norm = head, enc, num_utts, norm
+                 espnet: tuple[nn.Module, nn.Module] | None, greedy_max_symbols: int = 5, norm: bool = False,
+                 beam_batch: int = 32) -> None:
+        self.head, self.enc, self.n, self.norm, self.beam_batch = head, enc, num_utts, norm, beam_batch
         self.max_symbols = greedy_max_symbols
         self.utts: list[tuple[int, torch.Tensor]] = [
             (i, e[j, : int(l[j])]) for e, l, idx in enc for j, i in enumerate(idx)]
@@ -295,8 +297,14 @@ class Searchers:
             return rnnt_beam_search(self.head, e[None], torch.tensor([e.size(0)]), beam_size=beam,
                                     length_normalise=self.norm)
         pairs = []
-        for e, l, idx in self.enc:
-            pairs += list(zip(idx, rnnt_beam_search(self.head, e, l, beam_size=beam, length_normalise=self.norm)))
+        for k in range(0, len(self.utts), self.beam_batch):  # length-sorted batches of beam_batch utterances
+            part = self.utts[k : k + self.beam_batch]
+            lens = torch.tensor([e.size(0) for _, e in part])
+            e = torch.zeros(len(part), int(lens.max()), part[0][1].size(1))
+            for j, (_, x) in enumerate(part):
+                e[j, : x.size(0)] = x
+            pairs += list(zip([i for i, _ in part],
+                              rnnt_beam_search(self.head, e, lens, beam_size=beam, length_normalise=self.norm)))
         return self._order(pairs)
 
     @torch.no_grad()  # as espnet2.bin.asr_inference.Speech2Text.__call__
@@ -361,7 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"stk beam {k}" for k in args.beams] + [f"stk batched beam {k}" for k in args.beams]
     if impls_esp:
         impls += ["ESPnet greedy"] + [f"ESPnet beam {k}" for k in args.beams]
-    s = Searchers(head, enc, args.num_utts, espnet, args.greedy_max_symbols, norm=args.score_norm)
+    s = Searchers(head, enc, args.num_utts, espnet, args.greedy_max_symbols, norm=args.score_norm,
+                  beam_batch=args.beam_batch)
     enc_frames = [int(l) for _, ls, _ in enc for l in ls]
     mid = sorted(range(len(s.utts)), key=lambda k: s.utts[k][1].size(0))[len(s.utts) // 2]
     warm: dict[str, float] = {}
@@ -402,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "encoder": ENCODER, "vocab": VOCAB, "pred_dim": args.pred_dim, "joint_dim": args.joint_dim,
                        "pred_layers": args.pred_layers, "greedy_max_symbols": args.greedy_max_symbols,
                        "beams": args.beams, "repeats": args.repeats, "score_norm": args.score_norm,
+                       "beam_batch": args.beam_batch,
                        "seed": args.seed},
             "calibration": cal, "machine": machine_info(args.threads), "results": results, "notes": notes}
 
@@ -454,6 +464,7 @@ def table(record: dict[str, Any]) -> str:
             f"{100 * cal['mean_top_nonblank_share']:.0f} % of the non-blank mass)"
             + (f"; joint |Δlog p| stk vs ESPnet ≤ {diff:.1e}" if diff is not None else "")
             + f"; stk greedy up to {c['greedy_max_symbols']} symbols/frame ('1/frame': capped at 1, ESPnet's rule)"
+            + (f"; batched beam on batches of {c['beam_batch']} utterances" if "beam_batch" in c else "")
             + f". Median of {c['repeats']} alternated calls after a warm-up on the median-length utterance; "
             f"{m['threads']} thread(s), {m['cpu']}, load avg {m['load_avg_1_5_15']}, "
             f"OMP_WAIT_POLICY={m['omp_wait_policy'] or 'unset'}, torch {m['torch']}.")
@@ -482,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--package", type=Path, help="decode a trained transducer package instead (with --data)")
     ap.add_argument("--data", type=Path, help="data dir (wav.scp, text) for --package; --num-utts of it (0: all)")
+    ap.add_argument("--beam-batch", type=int, default=32,
+                    help="utterances per batch of the batched beam search (default 32; stk decode batches by a "
+                         "20,000-frame budget, ~50 utterances of 4 s)")
     ap.add_argument("--score-norm", action="store_true", help="beam searches rank by length-normalised score")
     ap.add_argument("--json", type=Path, help="also write the record (all times, calibration) to this JSON file")
     ap.add_argument("--table-from", type=Path, help="only print the table of a record written by --json")

@@ -224,6 +224,19 @@ def test_adapter_with_encoder_callable():
 # ------------------------------------------------------------------ batched modified beam search
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_predictor_step_equals_forward(layers):
+    torch.manual_seed(0)
+    p = RNNTPredictor(vocab_size=7, embed_dim=5, hidden_dim=6, num_layers=layers).eval()
+    h0, c0 = torch.randn(layers, 4, 6), torch.randn(layers, 4, 6)
+    tok = torch.tensor([0, 3, 6, 1])
+    ref, (rh, rc) = p(tok[:, None], (h0, c0))
+    out, (h, c) = p.step(tok, (h0, c0))
+    torch.testing.assert_close(out, ref[:, 0])
+    torch.testing.assert_close(h, rh)
+    torch.testing.assert_close(c, rc)
+
+
 def reference_modified_beam(head, enc, n, K, lm=None, lm_weight=0.0):
     """One utterance, plain Python: icefall's modified beam search (<= 1 symbol per frame, merging)."""
     V, blank = head.vocab_size, head.blank

@@ -227,9 +227,9 @@ def rnnt_modified_beam_search_hyps(
         h, c, pred_p = h[:, flat], c[:, flat], pred_p[flat]
         e = emit.view(-1).nonzero().flatten()
         if e.numel():
-            out, (he, ce) = head.predictor(tok.view(-1)[e][:, None], (h[:, e].contiguous(), c[:, e].contiguous()))
+            out, (he, ce) = head.predictor.step(tok.view(-1)[e], (h[:, e], c[:, e]))
             h, c = h.index_copy(1, e, he), c.index_copy(1, e, ce)
-            pred_p = pred_p.index_copy(0, e, head.joiner.project_pred(out[:, 0]))
+            pred_p = pred_p.index_copy(0, e, head.joiner.project_pred(out))
         if use_lm:
             lm_state = lm.advance(lm.select(lm_state, flat), tok.view(-1))
     # backtrace every slot
