@@ -47,10 +47,25 @@ def _check_results(results: Path, metric: str, langs: list[str]) -> None:
     assert metric in text
 
 
+# measured on the tiny runs (loaded machine, 2026-12-01): training loss fell 41-42 % (asr, st_tiny,
+# asr_tiny), valid loss 15-17 % (asr, st_tiny, asr_tiny) and 8.8 % (mt_tiny)
+TRAIN_DROP, VALID_DROP = 0.25, 0.05
+
+
 def _loss_fell(exp: Path) -> bool:
+    """The tiny run learned something measurable (any CER passed before, 100 % included): the last
+    validation loss is at least VALID_DROP below the first and, where at least two training losses
+    were logged, the mean of the last two at least TRAIN_DROP below the mean of the first two."""
     log = (exp / "train.log").read_text()
-    losses = [float(x) for x in re.findall(r"valid epoch \d+ step \d+: .*?loss=([\d.]+)", log)]
-    return len(losses) >= 2 and losses[-1] < losses[0]
+    train = [float(x) for x in re.findall(r" step \d+ lr \S+ loss ([\d.]+)", log)]
+    valid = [float(x) for x in re.findall(r"valid epoch \d+ step \d+: .*?loss=([\d.]+)", log)]
+    assert len(valid) >= 2, f"{exp}: too few validations: {valid}"
+    if len(train) >= 2:
+        k = min(2, len(train) // 2)
+        first, last = sum(train[:k]) / k, sum(train[-k:]) / k
+        assert last <= (1 - TRAIN_DROP) * first, f"{exp}: training loss fell only {first:.4g} -> {last:.4g}"
+    assert valid[-1] <= (1 - VALID_DROP) * valid[0], f"{exp}: valid loss fell only {valid[0]:.4g} -> {valid[-1]:.4g}"
+    return True
 
 
 def test_asr_recipe(tmp_path, tiny_corpus):
