@@ -139,3 +139,9 @@ def test_stk_decode_with_lm_fusion(tmp_path, data_dir):
     assert res.exit_code == 1 and "--lm-weight needs --lm" in res.output
     res = run("--method", "attention", "--lm", str(asr), "--lm-weight", "0.5")
     assert res.exit_code == 1 and "not an `lm`" in res.output
+    rnnt = _package(tmp_path, tok, "transducer", {"encoder": enc, "ctc_weight": 0.0,
+                                                  "rnnt": {"embed_dim": 8, "pred_dim": 12, "joint_dim": 10}}, "rnnt")
+    res = CliRunner().invoke(app, ["decode", str(data_dir), "--model", str(rnnt), "--method", "rnnt_beam", "--beam-size",
+                                   "2", "--lm", str(lm), "--lm-weight", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert len(res.stdout.splitlines()) == len((data_dir / "wav.scp").read_text().splitlines())
