@@ -268,7 +268,8 @@ def average_best(exp_dir: str | Path, n: int) -> dict[str, torch.Tensor]:
         raise ValueError(f"n must be >= 1, got {n}")
     ckpt_dir = Path(exp_dir) / "checkpoints"
     best = load_checkpoint(ckpt_dir / "last.pt")["trainer"]["best"]
-    scored = sorted((v, k) for k, v in best.items() if v is not None and (ckpt_dir / k).exists())
+    scored = sorted((v, k) for k, v in best.items()  # a NaN valid loss (older runs recorded them) is never best
+                    if v is not None and v == v and abs(v) != float("inf") and (ckpt_dir / k).exists())
     if not scored:
         raise ValueError(f"{ckpt_dir}: no checkpoint with a valid loss to average")
     if len(scored) < n:

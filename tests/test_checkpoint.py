@@ -168,3 +168,15 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_weights(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_average_best_never_picks_a_nan_valid_loss(tmp_path):
+    ckpt_dir = tmp_path / "exp" / "checkpoints"
+    best = {"step00000001.pt": float("nan"), "step00000002.pt": 2.0}
+    for i, name in enumerate(best):
+        m = nn.Linear(2, 2)
+        torch.nn.init.constant_(m.weight, float(i))
+        save_checkpoint(ckpt_dir / name, {"model": m.state_dict(), "trainer": {"best": best}})
+    link_last(ckpt_dir, "step00000002.pt")
+    avg = average_best(tmp_path / "exp", 1)
+    assert torch.equal(avg["weight"], torch.ones(2, 2))  # step 2, not the NaN-scored step 1
