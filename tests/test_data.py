@@ -246,6 +246,12 @@ def test_failed_fbank_leaves_no_output_dir(data_dir, tmp_path):
     Path(read_kv(data_dir / "wav.scp")["spk0-utt000"]).unlink()
     assert runner.invoke(app, ["data", "fbank", str(data_dir), str(out)]).exit_code == 1
     assert (out / "feats.scp").read_text() == before and len(read_kv(out / "utt2num_frames")) == 4
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    res = runner.invoke(app, ["data", "fbank", str(data_dir), str(other)])
+    assert res.exit_code == 1 and "not an earlier `stk data fbank` output" in res.output
+    assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_dataset_feats_scp_missing_utterance_is_named(data_dir, tmp_path):

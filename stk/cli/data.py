@@ -120,7 +120,8 @@ def fbank(
 
     Each recording is read once (its segments are cut from one read). OUT_DIR appears only when
     complete: it is written as a temporary sibling and renamed at the end, so a failure leaves no
-    partial dir (an existing OUT_DIR is replaced only on success).
+    partial dir. An earlier output at OUT_DIR (a dir with feats.scp) is replaced, whole, only on
+    success; any other non-empty OUT_DIR is refused.
     """
     import os
     import tempfile
@@ -145,6 +146,9 @@ def fbank(
     if out_dir.resolve() == data_dir.resolve():
         _fail(DataDirError(f"{out_dir}: the output dir must differ from the input dir"))
     final = out_dir.resolve()
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "feats.scp").exists())):
+        _fail(DataDirError(f"{out_dir}: exists and is not an earlier `stk data fbank` output (no feats.scp); "
+                           "not replacing it"))
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
