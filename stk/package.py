@@ -149,9 +149,11 @@ def write_package(
     out_dir: str | Path, *, meta: PackageMeta, state_dict: dict[str, Any], tokenizer: str | Path, cmvn: str | Path | None
 ) -> Path:
     """Write a package directory (through a temporary dir renamed at the end). An existing package at
-    ``out_dir`` is replaced; anything else there (a non-package directory, a file) is refused."""
+    ``out_dir`` is replaced; anything else there (a non-package directory, a file) is refused.
+    ``meta.uses_cmvn`` is set from ``cmvn`` (given: the package needs its cmvn.json to decode)."""
     from stk.checkpoint import save_weights
 
+    meta = dataclasses.replace(meta, uses_cmvn=cmvn is not None)
     out = Path(out_dir)
     if out.exists() and not _is_package(out) and not (out.is_dir() and not any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not a package directory (no model.yaml); not replacing it")
