@@ -3,8 +3,10 @@
 One class covers all four: :class:`KaldiDataset` loads features when ``speech=True`` and one
 token sequence per entry of ``targets`` (``{"text": "text", "text_en": "text.en"}`` maps a batch
 key to a data-dir file) and one integer sequence per entry of ``int_seqs`` (``{"durations":
-"durations"}``: ``utt-id int int …`` lines, e.g. ``stk align``'s per-token durations). Policies,
-logged with the utterance ids:
+"durations"}``: ``utt-id int int …`` lines, e.g. ``stk align``'s per-token durations, or
+``{"units": "units"}``: discrete speech units from ``stk units dump``, a target without a
+tokenizer; with ``units.dur`` as a second key for deduplicated units). Policies, logged with the
+utterance ids:
 
 - an utterance too short for the encoder's subsampling (``min_frames``) is skipped and counted;
 - an utterance whose target text is empty is skipped and counted;
