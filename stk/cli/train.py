@@ -111,6 +111,9 @@ def train(
     except TrainingInterrupted as e:
         typer.echo(f"interrupted: {e}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C while the step finished
+        typer.echo(f"aborted by a second Ctrl-C: the last checkpoint in {ckpt_dir} is kept", err=True)
+        raise typer.Exit(130)
     except (CheckpointError, NonFiniteLossError, NonFiniteStateError, ConfigError, DataDirError, AudioError,
             FileNotFoundError) as e:
         typer.echo(f"error: {exp_dir}: {e}", err=True)
