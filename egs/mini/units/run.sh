@@ -2,8 +2,8 @@
 # Discrete speech units on the mini corpus, the HuBERT way: MFCC k-means -> HuBERT iteration 1
 # trained on those targets -> k-means on a middle layer (picked by a layer sweep on the dev sets)
 # -> [iteration 2 ...] -> unit quality (purity, PNMI, units/s, perplexity) against CTC
-# forced-alignment character labels -> units of every set -> model store (`mini-hubert-units`,
-# and the HuBERT as `mini-hubert`).
+# forced-alignment character labels -> model store (`mini-hubert-units`, and the HuBERT as
+# `mini-hubert`) -> deduplicated units of every mini set.
 #   ./run.sh                                                       # everything (small corpus)
 #   ./run.sh --size tiny --train-opts "trainer.max_steps=10"       # the CI smoke run
 # Afterwards units of any data dir are one command away:
@@ -137,15 +137,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-  log "Stage 5: deduplicated ${rate}/s units of ${dump_sets} (data/<set>/units, units.dur)"
-  for x in ${dump_sets}; do
-    bg_run ${train_cmd} exp/log/dump_units_${x}.log stk units dump data/${x} --model ${final} --dedup
-  done
-  bg_wait
-fi
-
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  log "Stage 6: RESULTS -> exp/RESULTS.md (RESULTS.md with --publish-results true)"
+  log "Stage 5: RESULTS -> exp/RESULTS.md (RESULTS.md with --publish-results true)"
   cells=()
   for x in ${eval_sets}; do
     cells+=("MFCC k-means|${x}|exp/units_mfcc/eval_${x}.json")
@@ -168,12 +160,21 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   cat exp/RESULTS.md
 fi
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-  log "Stage 7: model store: units model '${model_name}', HuBERT '${hubert_name}'"
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  log "Stage 6: model store: units model '${model_name}', HuBERT '${hubert_name}'"
   stk package exp/hubert_it${iterations} --weights exp/hubert_it${iterations}/model.avg1.safetensors \
     --out exp/hubert_it${iterations}/package --method ctc_greedy --name ${hubert_name} --force \
     --description "mini corpus HuBERT iteration ${iterations}"
   stk units publish ${final} --name ${model_name} --force
   log "Try: stk units dump data/real_test --model ${model_name} --dedup"
 fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: deduplicated ${rate}/s units of ${dump_sets} (data/<set>/units, units.dur)"
+  for x in ${dump_sets}; do
+    bg_run ${train_cmd} exp/log/dump_units_${x}.log stk units dump data/${x} --model ${final} --dedup
+  done
+  bg_wait
+fi
+
 log "done in $(( $(date +%s) - start )) s"
