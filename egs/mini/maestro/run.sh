@@ -157,6 +157,6 @@ fi
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   log "Stage 8: put the MAESTRO ASR model in the model store as '${model_name}'"
   stk package exp/maestro_asr --weights exp/maestro_asr/model.avg1.safetensors --out exp/maestro_asr/package \
-    --method rnnt_beam --beam-size ${beam_size} --name ${model_name} --description "mini corpus MAESTRO RNN-T ASR"
+    --method rnnt_beam --beam-size ${beam_size} --name ${model_name} --force --description "mini corpus MAESTRO RNN-T ASR"
   log "Try: stk decode --model ${model_name} data/real_test/wav.scp"
 fi
