@@ -131,13 +131,14 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
             lp = model.ctc_log_probs(enc)
             if opts.method == "ctc_greedy":
                 return ctc_greedy(lp, enc_lens, blank=BLANK)
-            from stk.decode.ctc import ctc_beam_search_flashlight
+            if fusion is not None and fusion.ngram is not None and fusion.weight > 0:
+                from stk.decode.ctc import ctc_beam_search_flashlight
 
-            if fusion is not None and fusion.ngram is not None:
                 return ctc_beam_search_flashlight(lp, enc_lens, lm.tokenizer, beam_size=opts.beam_size,
                                                   lm=fusion.ngram, lm_weight=fusion.weight,
                                                   word_score=fusion.word_score)
-            return ctc_beam_search_flashlight(lp, enc_lens, lm.tokenizer, beam_size=opts.beam_size)
+            # without an LM, stk's prefix search: flashlight's lexicon-free decoder would give best-path output
+            return ctc_prefix_beam_search(lp, enc_lens, beam_size=opts.beam_size, blank=BLANK)
         if opts.method == "attention":
             if getattr(model, "decoder", None) is None:
                 raise ValueError("this model has no attention decoder; use --method ctc_greedy or ctc_beam")

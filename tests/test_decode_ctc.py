@@ -132,22 +132,29 @@ def spell(words: list[str]) -> list[int]:
     return [CharTokenizer.PIECES.index(p) for w in words for p in ["▁", *w]]
 
 
-def test_flashlight_without_lm_equals_prefix_beam_search():
+def test_flashlight_without_lm_is_best_path_where_stk_sums_alignments():
+    """Two frames, P(blank) = 0.6, P(a) = 0.4: the best path is "" (0.36), but "a" has three
+    alignments (0.16 + 0.24 + 0.24 = 0.64). stk's prefix search finds "a"; flashlight without an LM
+    merges hypotheses by (LM state, last token), keeps the best alignment, and returns "" (greedy's)."""
     from stk.decode.ctc import ctc_beam_search_flashlight
 
-    torch.manual_seed(11)
     tok = CharTokenizer()
+    a = CharTokenizer.PIECES.index("a")
+    p = torch.full((1, 2, tok.vocab_size), 1e-9)
+    p[0, :, 0], p[0, :, a] = 0.6, 0.4
+    lp, lens = (p / p.sum(-1, keepdim=True)).log(), torch.tensor([2])
+    assert ctc_prefix_beam_search(lp, lens, beam_size=4) == [[a]]
+    assert ctc_greedy(lp, lens) == [[]]
+    assert ctc_beam_search_flashlight(lp, lens, tok, beam_size=4) == [[]]
+    # on peaky posteriors, as a trained head gives, the two agree
+    torch.manual_seed(11)
     B, T, V = 6, 30, tok.vocab_size
-    # CTC-like posteriors: a random frame-level path (blank half the time) on top of noise
     path = torch.where(torch.rand(B, T) < 0.5, 0, torch.randint(3, V, (B, T)))
-    lp = torch.randn(B, T, V) * 1.5
-    lp.scatter_add_(2, path[..., None], torch.full((B, T, 1), 5.0))  # peaky, as trained CTC heads are
-    lp[..., 1:3] = -40.0  # <unk>, <sos/eos>: never emitted by an stk CTC head
-    lp = lp.log_softmax(-1)
-    lens = torch.tensor([30, 25, 20, 12, 30, 7])
-    fl = ctc_beam_search_flashlight(lp, lens, tok, beam_size=8)
-    ref = ctc_prefix_beam_search(lp, lens, beam_size=8)
-    assert fl == ref
+    x = torch.randn(B, T, V) * 1.5
+    x.scatter_add_(2, path[..., None], torch.full((B, T, 1), 5.0))
+    x[..., 1:3] = -40.0  # <unk>, <sos/eos>: never emitted by an stk CTC head
+    x, lens = x.log_softmax(-1), torch.tensor([30, 25, 20, 12, 30, 7])
+    assert ctc_beam_search_flashlight(x, lens, tok, beam_size=8) == ctc_prefix_beam_search(x, lens, beam_size=8)
 
 
 def test_arpa_sums_to_one_through_kenlm(tmp_path):

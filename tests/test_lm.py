@@ -52,6 +52,12 @@ def test_loss_is_token_cross_entropy_and_padding_invariant() -> None:
     assert out["stats"]["ppl"] == pytest.approx(math.exp(out["loss"].item()), rel=1e-5)
 
 
+def test_long_sentences_are_cut_to_max_len() -> None:
+    lm = tiny(max_len=5)
+    out = lm(batch([[3, 4, 5, 6, 7, 8, 9], [3, 4]]))  # 7 tokens > 4 that fit after <sos>
+    assert out["weight"] == 4 + 3  # the cut row has no <eos> target
+
+
 def test_training_learns_a_pattern() -> None:
     lm = tiny()
     lm.train()

@@ -1,17 +1,18 @@
-"""CTC decoding: greedy (best path), beam search through torchaudio's flashlight decoder (with an
-optional KenLM/ARPA word LM), and stk's own prefix beam search.
+"""CTC decoding: greedy (best path), stk's prefix beam search, and torchaudio's flashlight decoder
+with a KenLM/ARPA word LM.
 
-:func:`ctc_beam_search_flashlight` is what ``stk decode --method ctc_beam`` runs: torchaudio's
-``ctc_decoder`` (flashlight-text, C++), lexicon-free without an LM, or lexicon-constrained with a
-word n-gram LM (lexicon spelled from the LM's words with the model's tokenizer, ``--lm-weight``,
-``--word-score``). stk's :func:`ctc_prefix_beam_search_nbest` is kept for what flashlight does not
-do: it runs on any tensor (float64, any device, no token strings or tokenizer needed) and its
-scores are sums over all the alignments of a prefix kept in the beam. Flashlight merges
-hypotheses by (LM state, last token) and keeps the best one (``log_add=False``; with
-``log_add=True`` it would add up different prefixes, since without an LM every hypothesis has
-the same LM state). On peaky posteriors, as a trained CTC head gives, both return the same best
-hypothesis (tests/test_decode_ctc.py, bench/ctc_beam.py); on flat ones they can differ, and
-stk's is then the one with the higher total probability.
+``stk decode --method ctc_beam`` runs :func:`ctc_prefix_beam_search` without an LM and
+:func:`ctc_beam_search_flashlight` (torchaudio's ``ctc_decoder``, flashlight-text, C++) with
+``--lm LM.arpa``: lexicon-constrained decoding, the lexicon spelled from the LM's words with the
+model's tokenizer, ``--lm-weight`` and ``--word-score``.
+
+Why stk keeps its own search: flashlight merges hypotheses that share (LM state, last token,
+blank flag) and keeps the best one. With an n-gram LM the LM state carries the word history, so
+different prefixes stay apart; without an LM (torchaudio's ``ZeroLM``) every hypothesis has the
+same state, so all prefixes ending in the same token are merged and the lexicon-free decoder
+returns the best path, i.e. greedy output (measured: bench/README.md; tested in
+tests/test_decode_ctc.py). stk's prefix search adds up all alignments of each prefix in the beam
+(Hannun et al., 2014), runs on any tensor (float64, any device) and needs no token strings.
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ def flashlight_decoder(tokenizer, *, beam_size: int = 10, lm: str | Path | None 
                        workdir: str | Path | None = None):
     """torchaudio's ``ctc_decoder`` for an stk tokenizer (pieces as tokens, ``<blank>`` blank).
 
-    Without ``lm``: lexicon-free beam search, no LM. With ``lm`` (an ARPA word LM): a lexicon of
+    Without ``lm``: lexicon-free, no LM (this gives the best path: use :func:`ctc_prefix_beam_search`
+    instead). With ``lm`` (an ARPA word LM): a lexicon of
     the LM's words, each spelled with ``tokenizer.pieces(word)``; hypotheses are sequences of
     those words scored by ``lm_weight * ln p_lm + word_score`` per word. Words outside the LM's
     vocabulary cannot be recognised. The lexicon is written to ``workdir`` (a temporary dir
@@ -207,7 +209,7 @@ def flashlight_decoder(tokenizer, *, beam_size: int = 10, lm: str | Path | None 
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     tokens = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
-    if lm is None:
+    if lm is None:  # lexicon-free with torchaudio's ZeroLM: best-path output (see the module docstring)
         return ctc_decoder(lexicon=None, tokens=tokens, lm=None, nbest=nbest, beam_size=beam_size,
                            beam_size_token=None, beam_threshold=beam_threshold, blank_token=tokens[0],
                            sil_token=tokens[1], sil_score=float("-inf"), unk_word=tokens[1])

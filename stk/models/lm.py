@@ -93,7 +93,7 @@ class TransformerLM(StkModel):
         vocab_size: set by the toolkit from the tokenizer.
         input_dim: set by the toolkit (feature size); unused by a text model.
         d_model, num_heads, ffn_dim, num_layers, dropout: sizes.
-        max_len: longest sequence (tokens + <sos>).
+        max_len: longest sequence (tokens + <sos>); longer training sentences are cut to it.
         target: batch key of the token sequences (a text-only stream's ``targets``).
         tie_embeddings: share the input embedding and output projection weights.
 
@@ -147,10 +147,15 @@ class TransformerLM(StkModel):
             raise ValueError(f"lm: batch (stream {batch.get('stream')!r}) has no {self.target!r} tokens")
         ys, lens = batch[self.target], batch[f"{self.target}_lens"]
         b = ys.size(0)
+        room = self.pe.size(0) - 1  # tokens that fit after <sos>: longer sentences are cut (no <eos> target)
+        if ys.size(1) > room:
+            ys = ys[:, :room]
         sos = torch.full((b, 1), SOS_EOS, dtype=ys.dtype, device=ys.device)
         ys_in = torch.cat([sos, ys.clamp(min=0)], dim=1)
         ys_out = torch.cat([ys, torch.full_like(sos, -1)], dim=1)
-        ys_out[torch.arange(b, device=ys.device), lens] = SOS_EOS
+        whole = lens <= room
+        rows = torch.arange(b, device=ys.device)[whole]
+        ys_out[rows, lens[whole]] = SOS_EOS
         logits = self.logits(ys_in)
         n_tok = (ys_out != -1).sum()
         nll = F.cross_entropy(logits.transpose(1, 2), ys_out, ignore_index=-1, reduction="sum")
