@@ -237,7 +237,7 @@ def test_predictor_step_equals_forward(layers):
     torch.testing.assert_close(c, rc)
 
 
-def reference_modified_beam(head, enc, n, K, lm=None, lm_weight=0.0):
+def reference_modified_beam(head, enc, n, K, lm=None, lm_weight=0.0, norm=False):
     """One utterance, plain Python: icefall's modified beam search (<= 1 symbol per frame, merging)."""
     V, blank = head.vocab_size, head.blank
     hyps = {(): 0.0}
@@ -250,12 +250,12 @@ def reference_modified_beam(head, enc, n, K, lm=None, lm_weight=0.0):
                 lp = lp + lm_weight * lm.logp(seq) * (torch.arange(V) != blank)
             for v in range(V):
                 cands.append((score + float(lp[v]), seq if v == blank else seq + (v,)))
-        cands.sort(key=lambda c: -c[0])
+        cands.sort(key=lambda c: -c[0] / (len(c[1]) + 1) if norm else -c[0])
         new: dict[tuple, float] = {}
         for score, seq in cands[:K]:
             new[seq] = float(torch.logaddexp(torch.tensor(new[seq]), torch.tensor(score))) if seq in new else score
         hyps = new
-    return sorted(((s, list(q)) for q, s in hyps.items()), key=lambda x: -x[0])
+    return sorted(((s, list(q)) for q, s in hyps.items()), key=lambda x: -x[0] / (len(x[1]) + 1) if norm else -x[0])
 
 
 class BigramLM:
@@ -281,24 +281,25 @@ class BigramLM:
         return state[index]
 
 
-@pytest.mark.parametrize("with_lm", [False, True])
-def test_modified_beam_batched_equals_alone_and_reference(with_lm):
+@pytest.mark.parametrize("with_lm,norm", [(False, False), (True, False), (False, True)])
+def test_modified_beam_batched_equals_alone_and_reference(with_lm, norm):
     head = small_head(V=6, E=4, seed=7).eval()
     g = torch.Generator().manual_seed(3)
     enc = torch.randn(5, 9, 4, generator=g) * 2
     lens = torch.tensor([9, 4, 7, 1, 6])
     lm = BigramLM(6) if with_lm else None
     w = 0.5 if with_lm else 0.0
-    batched = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=4, nbest=4, lm=lm, lm_weight=w)
+    batched = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=4, nbest=4, lm=lm, lm_weight=w,
+                                             length_normalise=norm)
     assert any(h[0].tokens for h in batched)
     for b in range(5):
         n = int(lens[b])
         (alone,) = rnnt_modified_beam_search_hyps(head, enc[b : b + 1, :n], lens[b : b + 1], beam_size=4, nbest=4,
-                                                  lm=lm, lm_weight=w)
+                                                  lm=lm, lm_weight=w, length_normalise=norm)
         assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in batched[b]], abs=1e-5)
         with torch.no_grad():
-            ref = reference_modified_beam(head, enc[b], n, 4, lm, w)
+            ref = reference_modified_beam(head, enc[b], n, 4, lm, w, norm)
         assert [h.tokens for h in batched[b]] == [q for _, q in ref]
         assert [h.score for h in batched[b]] == pytest.approx([s for s, _ in ref], abs=1e-4)
 

@@ -162,8 +162,9 @@ def rnnt_modified_beam_search_hyps(
         enc_lens: (B,) valid frames.
         beam_size: hypotheses kept per utterance.
         nbest: hypotheses returned per utterance (<= beam_size).
-        length_normalise: rank the final hypotheses by ``score / (tokens + 1)`` instead of ``score``
-            (the per-frame beam compares hypotheses at the same frame by their score).
+        length_normalise: rank hypotheses (the per-frame beam and the final list) by
+            ``score / (tokens + 1)`` instead of ``score``; hypotheses with equal token sequences have
+            equal lengths, so merging is unaffected.
         lm: an :class:`~stk.decode.lm.LMScorer` over the same vocabulary, or None.
         lm_weight: shallow-fusion weight (>= 0) of ``lm`` on token (non-blank) extensions.
 
@@ -206,7 +207,13 @@ def rnnt_modified_beam_search_hyps(
         lp = torch.log_softmax(logits.float(), dim=-1).double()
         if use_lm:
             lp = lp + torch.where(token_mask, lm_weight * lm.score(lm_state).view(B, K, V).double(), 0.0)
-        top, idx = (scores[:, :, None] + lp).view(B, K * V).topk(K, dim=1)  # sorted, best first
+        cand = (scores[:, :, None] + lp).view(B, K * V)
+        if length_normalise:  # rank by score / (tokens + 1), as torchaudio's search does per frame
+            key = cand / (length[:, :, None] + token_mask.long() + 1).view(B, K * V)
+            idx = key.topk(K, dim=1).indices  # sorted, best first
+            top = cand.gather(1, idx)
+        else:
+            top, idx = cand.topk(K, dim=1)
         src, tok = idx // V, idx % V
         src = torch.where(active, src, ar)
         top = torch.where(active, top, scores)
