@@ -129,3 +129,34 @@ def evaluate(
     typer.echo(line)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(res, indent=1))
+
+
+@app.command()
+def similarity(
+    ref_dir: Annotated[Path, typer.Argument(help="Reference speech data dir (wav.scp), e.g. the original test set.")],
+    hyp_dir: Annotated[Path, typer.Argument(help="Generated speech data dir with the same utterance ids.")],
+    model: Annotated[str, typer.Option(help="Packaged speaker encoder (e.g. mini-xvector).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write {mean, ci95, sents, per_utt} as JSON.")] = None,
+) -> None:
+    """Speaker similarity of generated speech: cosine of stk x-vectors of each utterance and its reference."""
+    from stk.data.kaldi import DataDirError
+    from stk.metrics_speech import cosine, mean_ci95
+    from stk.utils import atomic_write_text, set_threads, setup_logging
+
+    setup_logging()
+    set_threads()
+    try:
+        _, ref = embed_data_dir(model, ref_dir)
+        _, hyp = embed_data_dir(model, hyp_dir)
+        missing = [u for u in ref if u not in hyp]
+        if missing:
+            raise ValueError(f"{hyp_dir}: {len(missing)} utterance(s) of {ref_dir} have no generated wav, e.g. {missing[0]!r}")
+        per = {u: cosine(ref[u], hyp[u]) for u in ref}
+        mean, ci = mean_ci95(list(per.values()))
+    except (ValueError, DataDirError) as e:
+        _fail(e)
+    res = {"metric": "spk-sim-xvector", "name": f"speaker similarity (stk x-vector {model} cosine)", "mean": mean,
+           "ci95": ci, "sents": len(per), "per_utt": per}
+    typer.echo(f"SPK-SIM {mean:.3f} ± {ci:.3f} (95 % interval, {len(per)} utts): {res['name']}")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(res, indent=1))

@@ -140,3 +140,97 @@ def frames(
     except (ValueError, DataDirError) as e:
         _fail(e)
     typer.echo(f"{out_dir}/feats.scp: {n} utterances")
+
+
+def _cell(path: Path, key: str, fmt: str = "{:.1f}", ci: bool = False) -> str:
+    if not path.exists():
+        return "–"
+    r = json.loads(path.read_text())
+    if key not in r:
+        return "–"
+    s = fmt.format(r[key])
+    if ci and r.get("ci95") == r.get("ci95"):  # not NaN
+        s += " ± " + fmt.format(r["ci95"])
+    return s
+
+
+@app.command()
+def report(
+    exp_dir: Annotated[Path, typer.Argument(help="Recipe exp dir: EXP/<system>/<set>/{judge_wer,mcd,spk_sim,spk_sim_xvector,rtf}.json.")],
+    systems: Annotated[str, typer.Option(help="Comma-separated row names (sub-dirs of EXP_DIR), e.g. original,griffin-lim,world,hifigan.")],
+    sets: Annotated[str, typer.Option(help="Comma-separated test sets (sub-dirs of each system).")],
+    out: Annotated[Path | None, typer.Option(help="Write the markdown here (default: stdout).")] = None,
+    title: Annotated[str, typer.Option(help="Heading.")] = "Vocoders",
+    notes: Annotated[str, typer.Option(help="Text under the heading.")] = "",
+) -> None:
+    """Gather vocoder scores into one markdown table: judge WER/CER and MCD per test set, speaker
+    similarity and RTF; a missing score is shown as –."""
+    from stk.metrics_speech import MCD_NAME
+    from stk.utils import atomic_write_text
+
+    syss, tsets = systems.split(","), sets.split(",")
+    head = ["system"]
+    for x in tsets:
+        head += [f"judge WER % {x}", f"judge CER % {x}", f"MCD dB {x}", f"spk-sim resemblyzer {x}", f"spk-sim x-vector {x}"]
+    head.append("RTF (1 thread)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for s in syss:
+        row = [s]
+        rtfs = []
+        for x in tsets:
+            d = exp_dir / s / x
+            row += [_cell(d / "judge_wer.json", "wer"), _cell(d / "judge_wer.json", "cer"),
+                    _cell(d / "mcd.json", "mean", "{:.2f}", ci=True), _cell(d / "spk_sim.json", "mean", "{:.3f}"),
+                    _cell(d / "spk_sim_xvector.json", "mean", "{:.3f}")]
+            if (d / "rtf.json").exists():
+                rtfs.append(json.loads((d / "rtf.json").read_text())["rtf"])
+        row.append(f"{sum(rtfs) / len(rtfs):.3f}" if rtfs else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    text = (f"## {title}\n\n" + (f"{notes}\n\n" if notes else "") + "\n".join(lines) + "\n\n"
+            f"MCD: {MCD_NAME}, against the original, ± its 95 % interval. Judge: Whisper base (faster-whisper int8, "
+            "beam 1), WER/CER after lowercasing and stripping punctuation. Speaker similarity: cosine of embeddings "
+            "of each generated utterance and its original. RTF: compute seconds per audio second, 1 thread.\n")
+    if out is None:
+        typer.echo(text)
+    else:
+        atomic_write_text(out, text)
+
+
+@app.command()
+def plot(
+    out: Annotated[Path, typer.Argument(help="PNG to write.")],
+    dirs: Annotated[list[str], typer.Argument(help="NAME=DATA_DIR pairs: the original first, then each vocoder's output.")],
+    utt: Annotated[str | None, typer.Option(help="Utterance to show (default: the first of the first dir).")] = None,
+) -> None:
+    """Log-mel spectrograms of one utterance, original vs each vocoder, stacked in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stk.data.audio import read_audio
+    from stk.data.kaldi import read_kv
+    from stk.features.mel import log_mel
+    from stk.synthesis import resample
+
+    pairs = []
+    for d in dirs:
+        if "=" not in d:
+            _fail(ValueError(f"expected NAME=DATA_DIR, got {d!r}"))
+        name, path = d.split("=", 1)
+        pairs.append((name, read_kv(Path(path) / "wav.scp")))
+    u = utt or next(iter(pairs[0][1]))
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(8, 2.2 * len(pairs)), squeeze=False)
+    for ax, (name, scp) in zip(axes[:, 0], pairs):
+        if u not in scp:
+            _fail(ValueError(f"{name}: utterance {u!r} not in its wav.scp"))
+        w, r = read_audio(scp[u])
+        m = log_mel(resample(w, r, 16000), 16000).numpy().T
+        ax.imshow(m, origin="lower", aspect="auto", vmin=-11, vmax=2, cmap="magma")
+        ax.set_title(f"{name}: {u}", fontsize=9)
+        ax.set_ylabel("mel bin")
+    axes[-1, 0].set_xlabel("frame (16 ms)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    typer.echo(f"{out}: {len(pairs)} spectrograms of {u}")

@@ -9,26 +9,42 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 
 import numpy as np
 
 from stk.judges import require
 
 SAMPLE_RATE = 16000
+log = logging.getLogger("stk.judges.speaker")
 
 
 class ResemblyzerJudge:
     """resemblyzer ``VoiceEncoder`` on the CPU."""
 
     def __init__(self) -> None:
-        rz = require("resemblyzer", "the speaker-similarity judge")
+        import warnings
+
+        with warnings.catch_warnings():  # webrtcvad imports the deprecated pkg_resources
+            warnings.simplefilter("ignore")
+            rz = require("resemblyzer", "the speaker-similarity judge")
         self._preprocess = rz.preprocess_wav
+        self._normalize = rz.audio.normalize_volume
+        self._dbfs = rz.hparams.audio_norm_target_dBFS
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded the voice encoder model ..."
             self.encoder = rz.VoiceEncoder(device="cpu", verbose=False)
 
     def embed(self, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        """``(N,)`` samples -> ``(256,)`` unit-norm embedding. Raises ValueError on speech too short to embed."""
+        """``(N,)`` samples -> ``(256,)`` unit-norm embedding. When the voice-activity detector finds
+        (almost) no speech — a broken vocoder's output — the whole wave is embedded instead (logged).
+        Raises ValueError on audio shorter than 0.1 s."""
         w = self._preprocess(np.asarray(wave, dtype=np.float32), source_sr=sample_rate)
         if len(w) < SAMPLE_RATE // 10:
-            raise ValueError(f"only {len(w)} samples of speech after silence trimming; too short to embed")
+            log.warning("resemblyzer: %d samples of speech after silence trimming; embedding the untrimmed audio", len(w))
+            from stk.synthesis import resample
+
+            w = self._normalize(resample(np.asarray(wave, dtype=np.float32), sample_rate, SAMPLE_RATE), self._dbfs,
+                                increase_only=True)
+            if len(w) < SAMPLE_RATE // 10:
+                raise ValueError(f"only {len(w)} samples of audio; too short to embed")
         return np.asarray(self.encoder.embed_utterance(w), dtype=np.float32)
