@@ -72,6 +72,7 @@ class UnitsInfo:
     fit_frames: int = 0
     inertia: float = 0.0
     seed: int = 0
+    cmn: bool = False  # features mean-normalised per utterance before clustering
 
 
 def file_sha256(path: str | Path) -> str:
@@ -188,12 +189,13 @@ def _pool_factor(native_rate: int, rate: int) -> int:
 def iter_features(
     extractor: Any, data_dir: str | Path, *, rate: int, utts: list[str] | None = None, batch_frames: int = 20000,
     bad_input: BadInput = "skip", skipped: dict[str, str] | None = None, allow_pipes: bool = False,
+    cmn: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(utt, features (T, D) at `rate` frames/s)`` for the utterances of a data dir (longest first).
 
     Bad input (missing/unreadable audio, too short for one frame at ``rate``) is recorded in
     ``skipped`` (``{utt: reason}``) and logged, or raised as :class:`DataDirError` naming the
-    utterance with ``bad_input="fail"``.
+    utterance with ``bad_input="fail"``. ``cmn``: subtract each utterance's mean feature vector.
     """
     from stk.data.audio import AudioError, RecordingCache, load_segment
     from stk.inference import _num_samples, group_by_length
@@ -252,7 +254,7 @@ def iter_features(
             if p.size(0) < 1:
                 bad(u, f"too short: {f.size(0)} feature frame(s) give no {rate}/s frame")
                 continue
-            yield u, p
+            yield u, (p - p.mean(0, keepdim=True)) if cmn else p
 
 
 # -- k-means --------------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def make_extractor(features: str, device: str = "cpu") -> Any:
 
 
 def sample_frames(extractor: Any, data_dir: str | Path, *, rate: int, max_frames: int, seed: int = 0,
-                  batch_frames: int = 20000) -> np.ndarray:
+                  batch_frames: int = 20000, cmn: bool = False) -> np.ndarray:
     """Up to ``max_frames`` feature frames from a random subset of the utterances (all frames of each)."""
     d = load_data_dir(data_dir)
     utts = list(d.utt_ids)
@@ -372,7 +374,7 @@ def sample_frames(extractor: Any, data_dir: str | Path, *, rate: int, max_frames
                 break
         utts = keep
     chunks, n = [], 0
-    for _, f in iter_features(extractor, data_dir, rate=rate, utts=utts, batch_frames=batch_frames):
+    for _, f in iter_features(extractor, data_dir, rate=rate, utts=utts, batch_frames=batch_frames, cmn=cmn):
         chunks.append(f.numpy())
         n += f.size(0)
     if not chunks:
@@ -384,7 +386,7 @@ def sample_frames(extractor: Any, data_dir: str | Path, *, rate: int, max_frames
 
 
 def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, rate: int = 50,
-              max_frames: int = 100000, seed: int = 0, device: str = "cpu") -> UnitsInfo:
+              max_frames: int = 100000, seed: int = 0, device: str = "cpu", cmn: bool = False) -> UnitsInfo:
     """Fit k-means on frames of ``data_dir`` and write the units model ``out`` (atomically)."""
     from safetensors.torch import save_file
 
@@ -392,7 +394,7 @@ def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, r
         raise ValueError(f"k must be >= 2, got {k}")
     kind, pkg, layer = parse_features(features)
     ext = make_extractor(features, device)
-    x = sample_frames(ext, data_dir, rate=rate, max_frames=max_frames, seed=seed)
+    x = sample_frames(ext, data_dir, rate=rate, max_frames=max_frames, seed=seed, cmn=cmn)
     log.info("%s: fitting k-means (k=%d) on %d %s frames of dimension %d at %d/s", data_dir, k, x.shape[0],
              features, x.shape[1], rate)
     c, inertia = fit_kmeans(x, k, seed=seed)
@@ -406,7 +408,7 @@ def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, r
         sha = file_sha256(tmp / FEATURE_MODEL / "model.safetensors")
     info = UnitsInfo(features=kind, k=k, dim=int(x.shape[1]), rate=rate, layer=layer, feature_model_sha256=sha,
                      feature_model_source=str(pkg) if pkg else None, fit_data=str(data_dir), fit_frames=int(x.shape[0]),
-                     inertia=inertia, seed=seed)
+                     inertia=inertia, seed=seed, cmn=cmn)
     save_file({"centroids": torch.from_numpy(c)}, str(tmp / CENTROIDS))
     atomic_write_text(tmp / UNITS_JSON, json.dumps(dataclasses.asdict(info), indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
@@ -485,7 +487,7 @@ def dump_units(um: UnitsModel, data_dir: str | Path, *, out: str | Path | None =
     durs: dict[str, list[int]] = {}
     frames = 0
     for u, f in iter_features(um.extractor, data_dir, rate=rate, batch_frames=batch_frames, bad_input=bad_input,
-                              skipped=skipped, allow_pipes=allow_pipes):
+                              skipped=skipped, allow_pipes=allow_pipes, cmn=um.info.cmn):
         ids = um.units(f).tolist()
         frames += len(ids)
         if dedup_runs:
@@ -578,42 +580,107 @@ def quality_from_counts(c: np.ndarray) -> dict[str, float]:
             "pnmi": mi / hy if hy > 0 else 0.0, "perplexity": math.exp(hz), "frames": int(n)}
 
 
+QUALITY_KEYS = ("label_purity", "cluster_purity", "pnmi", "perplexity")
+
+
+def _utt_counts(labels: dict[str, list[str]], codes: dict[str, list[int]], vocab: dict[str, int], k: int,
+                utts: list[str]) -> np.ndarray:
+    """Per-utterance joint counts, flattened: ``(len(utts), len(vocab) · k)`` (labels and codes cut to
+    the shorter of the two)."""
+    rows = []
+    for u in utts:
+        n = min(len(labels[u]), len(codes[u]))
+        c = np.zeros((len(vocab), k), dtype=np.int64)
+        np.add.at(c, (np.asarray([vocab[x] for x in labels[u][:n]], dtype=np.int64),
+                      np.asarray(codes[u][:n], dtype=np.int64)), 1)
+        rows.append(c.ravel())
+    return np.stack(rows)
+
+
+def _bootstrap(flats: list[np.ndarray], shape: tuple[int, int], bootstrap: int, seed: int) -> list[list[dict[str, float]]]:
+    """Quality measures of ``bootstrap`` resamples of the utterances (the same resample for every system)."""
+    rng = np.random.default_rng(seed)
+    n = flats[0].shape[0]
+    out: list[list[dict[str, float]]] = [[] for _ in flats]
+    for _ in range(bootstrap):
+        w = np.bincount(rng.integers(0, n, n), minlength=n)
+        for i, f in enumerate(flats):
+            out[i].append(quality_from_counts((w @ f).reshape(shape)))
+    return out
+
+
+def _basic_ci(estimate: float, samples: list[float]) -> list[float]:
+    """Basic bootstrap 95 % interval ``[2θ − q97.5, 2θ − q2.5]``: it corrects the upward bias of the
+    plug-in mutual information on resamples (which repeat utterances), so it can lie below θ."""
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(2 * estimate - hi), float(2 * estimate - lo)]
+
+
 def evaluate_units(um: UnitsModel, data_dir: str | Path, *, rate: int | None = None,
                    durations: str | Path | None = None, tokenizer: str | Path | None = None,
-                   bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Unit quality of ``um`` on ``data_dir`` against CTC-alignment frame labels (see the module docstring)."""
+                   bootstrap: int = 200, seed: int = 0, codes_out: str | Path | None = None) -> dict[str, Any]:
+    """Unit quality of ``um`` on ``data_dir`` against CTC-alignment frame labels (see the module docstring).
+
+    ``codes_out``: also write the frame units (not deduplicated) of the evaluated utterances, for
+    :func:`compare_units`.
+    """
     rate = rate or um.info.rate
     labels = frame_labels(data_dir, rate, durations, tokenizer)
-    vocab: dict[str, int] = {}
-    per_utt: list[np.ndarray] = []
+    codes: dict[str, list[int]] = {}
     n_units = n_frames = 0
-    k = um.info.k
-    for u, f in iter_features(um.extractor, data_dir, rate=rate, utts=sorted(labels)):
-        codes = um.units(f).tolist()
-        n_frames += len(codes)
-        n_units += len(dedup(codes)[0])
-        lab = labels[u]
-        n = min(len(lab), len(codes))
-        if n == 0:
-            continue
-        ids = [vocab.setdefault(x, len(vocab)) for x in lab[:n]]
-        per_utt.append(np.stack([np.asarray(ids), np.asarray(codes[:n])]))
-    if not per_utt:
+    for u, f in iter_features(um.extractor, data_dir, rate=rate, utts=sorted(labels), cmn=um.info.cmn):
+        c = um.units(f).tolist()
+        n_frames += len(c)
+        n_units += len(dedup(c)[0])
+        if min(len(labels[u]), len(c)) > 0:
+            codes[u] = c
+    if not codes:
         raise DataDirError(f"{data_dir}: no aligned utterance to evaluate")
-    mats = [contingency(a[0].tolist(), a[1].tolist(), len(vocab), k) for a in per_utt]
-    flat = np.stack([m.ravel() for m in mats])  # (U, L·k)
-    res = quality_from_counts(flat.sum(0).reshape(len(vocab), k))
-    rng = np.random.default_rng(seed)
-    boot: dict[str, list[float]] = {key: [] for key in ("label_purity", "cluster_purity", "pnmi", "perplexity")}
-    for _ in range(bootstrap):
-        w = np.bincount(rng.integers(0, len(mats), len(mats)), minlength=len(mats))
-        q = quality_from_counts((w @ flat).reshape(len(vocab), k))
-        for key in boot:
-            boot[key].append(q[key])
-    for key, vals in boot.items():  # basic bootstrap interval: the plug-in MI is biased upwards on resamples
-        if vals:
-            lo, hi = np.percentile(vals, [2.5, 97.5])
-            res[f"{key}_ci95"] = [float(2 * res[key] - hi), float(2 * res[key] - lo)]
-    res.update(units_per_second=n_units / (n_frames / rate), num_utts=len(per_utt), num_labels=len(vocab), k=k,
+    if codes_out is not None:
+        write_int_file(codes_out, codes)
+    utts = sorted(codes)
+    vocab = {x: i for i, x in enumerate(sorted({x for u in utts for x in labels[u]}))}
+    k = um.info.k
+    flat = _utt_counts(labels, codes, vocab, k, utts)
+    res: dict[str, Any] = quality_from_counts(flat.sum(0).reshape(len(vocab), k))
+    if bootstrap > 0:
+        boot = _bootstrap([flat], (len(vocab), k), bootstrap, seed)[0]
+        for key in QUALITY_KEYS:
+            res[f"{key}_ci95"] = _basic_ci(res[key], [b[key] for b in boot])
+    res.update(units_per_second=n_units / (n_frames / rate), num_utts=len(utts), num_labels=len(vocab), k=k,
                rate=rate, features=um.info.features, layer=um.info.layer, model=str(um.path))
+    return res
+
+
+def compare_units(data_dir: str | Path, codes_a: str | Path, codes_b: str | Path, *, rate: int,
+                  durations: str | Path | None = None, tokenizer: str | Path | None = None, bootstrap: int = 1000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Paired comparison of two systems' frame units (``evaluate_units(codes_out=…)`` files at ``rate``)
+    on the utterances both have: each measure for A and B and ``B − A`` with a paired basic
+    bootstrap 95 % interval over utterances (an interval that excludes 0 is a difference)."""
+    labels = frame_labels(data_dir, rate, durations, tokenizer)
+    ca, cb = read_int_file(codes_a), read_int_file(codes_b)
+    utts = sorted(set(ca) & set(cb) & set(labels))
+    utts = [u for u in utts if min(len(labels[u]), len(ca[u]), len(cb[u])) > 0]
+    if not utts:
+        raise DataDirError(f"{data_dir}: no utterance in common between {codes_a} and {codes_b}")
+    vocab = {x: i for i, x in enumerate(sorted({x for u in utts for x in labels[u]}))}
+    ka = max(max(ca[u]) for u in utts) + 1
+    kb = max(max(cb[u]) for u in utts) + 1
+    fa, fb = _utt_counts(labels, ca, vocab, ka, utts), _utt_counts(labels, cb, vocab, kb, utts)
+    qa = quality_from_counts(fa.sum(0).reshape(len(vocab), ka))
+    qb = quality_from_counts(fb.sum(0).reshape(len(vocab), kb))
+    rng_seed = seed
+    rows = []
+    rng = np.random.default_rng(rng_seed)
+    n = len(utts)
+    for _ in range(bootstrap):
+        w = np.bincount(rng.integers(0, n, n), minlength=n)
+        a = quality_from_counts((w @ fa).reshape(len(vocab), ka))
+        b = quality_from_counts((w @ fb).reshape(len(vocab), kb))
+        rows.append({key: b[key] - a[key] for key in QUALITY_KEYS})
+    res: dict[str, Any] = {"num_utts": n, "a": str(codes_a), "b": str(codes_b)}
+    for key in QUALITY_KEYS:
+        d = qb[key] - qa[key]
+        res[key] = {"a": qa[key], "b": qb[key], "b_minus_a": d, "ci95": _basic_ci(d, [r[key] for r in rows])}
     return res

@@ -58,6 +58,7 @@ def fit(
     rate: Annotated[Rate, typer.Option(help="Unit frames per second (features are mean-pooled to it).")] = Rate.r50,
     max_frames: Annotated[int, typer.Option(min=1, help="Frames sampled (from random utterances) for the fit.")] = 100000,
     seed: Annotated[int, typer.Option(help="Seed of the utterance sample and of k-means.")] = 0,
+    cmn: Annotated[bool, typer.Option(help="Mean-normalise the features per utterance (kept in units.json; dump and eval apply it).")] = False,
     name: Annotated[str | None, typer.Option(help="Also publish the units model to the model store under this name.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing model-store entry of that name.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda (HuBERT features).")] = "cpu",
@@ -76,7 +77,7 @@ def fit(
 
     try:
         info = fit_units(data_dir, features=features, k=k, out=out, rate=int(rate.value), max_frames=max_frames,
-                         seed=seed, device=device)
+                         seed=seed, device=device, cmn=cmn)
         log.info("%s: k=%d on %d frames of %s, inertia/frame %.3f", out, info.k, info.fit_frames, features,
                  info.inertia / max(1, info.fit_frames))
         if name is not None:
@@ -133,6 +134,7 @@ def evaluate(
     durations: Annotated[Path | None, typer.Option(help="Alignment durations (default DATA_DIR/durations).")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer of the alignment (default: the path in durations.info).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    codes_out: Annotated[Path | None, typer.Option(help="Also write the frame units (not deduplicated) for `stk units compare`.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Unit quality against CTC forced-alignment frame labels: purity, PNMI, units/s, perplexity.
@@ -150,7 +152,7 @@ def evaluate(
     try:
         um = load_units_model(model, device=device)
         res = evaluate_units(um, data_dir, rate=int(rate.value) if rate else None, durations=durations,
-                             tokenizer=tokenizer)
+                             tokenizer=tokenizer, codes_out=codes_out)
     except (*_errors(), KeyError) as e:
         _fail(e)
     lo, hi = res["pnmi_ci95"]
@@ -158,6 +160,35 @@ def evaluate(
                f"cluster_purity {res['cluster_purity']:.3f}\tlabel_purity {res['label_purity']:.3f}\t"
                f"pnmi {res['pnmi']:.3f} [{lo:.3f}, {hi:.3f}]\tunits/s {res['units_per_second']:.1f}\t"
                f"perplexity {res['perplexity']:.1f}")
+    if json_out is not None:
+        from stk.utils import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(res, indent=2) + "\n")
+
+
+@app.command()
+def compare(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with text and `stk align` durations.")],
+    codes_a: Annotated[Path, typer.Argument(help="Frame units of system A (`stk units eval --codes-out`).")],
+    codes_b: Annotated[Path, typer.Argument(help="Frame units of system B, at the same rate.")],
+    rate: Annotated[Rate, typer.Option(help="Frame rate of both files.")] = Rate.r50,
+    durations: Annotated[Path | None, typer.Option(help="Alignment durations (default DATA_DIR/durations).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples of the utterances.")] = 1000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the comparison as JSON.")] = None,
+) -> None:
+    """Paired comparison of two systems' units: B - A for PNMI and purity with 95 % intervals."""
+    _setup()
+    from stk.units import compare_units
+
+    try:
+        res = compare_units(data_dir, codes_a, codes_b, rate=int(rate.value), durations=durations, bootstrap=bootstrap)
+    except (*_errors(), KeyError) as e:
+        _fail(e)
+    for key in ("pnmi", "label_purity", "cluster_purity"):
+        r = res[key]
+        lo, hi = r["ci95"]
+        typer.echo(f"{data_dir}\t{key}\tA {r['a']:.3f}\tB {r['b']:.3f}\tB-A {r['b_minus_a']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                   f"\t{'no difference' if lo <= 0 <= hi else 'B better' if lo > 0 else 'A better'}")
     if json_out is not None:
         from stk.utils import atomic_write_text
 
@@ -214,6 +245,7 @@ def _fmt_row(row: str, col: str, r: dict | None) -> str:
 def report(
     cells: Annotated[list[str], typer.Argument(help="'ROW|SET|EVAL_JSON' cells of the quality table.")],
     sweep: Annotated[list[str] | None, typer.Option(help="'ROW|SET|EVAL_JSON' cells of the layer sweep table (repeatable).")] = None,
+    compare: Annotated[list[str] | None, typer.Option(help="'ROW|SET|COMPARE_JSON' cells (`stk units compare --json`) of the paired differences table (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Markdown file to write (default: stdout only).")] = None,
     title: Annotated[str, typer.Option(help="Heading.")] = "Unit quality",
     notes: Annotated[str, typer.Option(help="Paragraph under the heading.")] = "",
@@ -233,6 +265,23 @@ def report(
         return lines
 
     text = [f"## {title}", "", notes, "", *table(cells), ""]
+    if compare:
+        text += ["### Paired differences (B − A, basic bootstrap 95 % interval over utterances)", "",
+                 "| comparison | set | Δ PNMI [95 % CI] | Δ char purity [95 % CI] | Δ cluster purity [95 % CI] |",
+                 "|---|---|---:|---:|---:|"]
+        for spec in compare:
+            parts = spec.split("|")
+            if len(parts) != 3:
+                _fail(ValueError(f"cell {spec!r}: expected ROW|SET|COMPARE_JSON"))
+            p = Path(parts[2])
+            if not p.exists():
+                text.append(f"| {parts[0]} | {parts[1]} | – | – | – |")
+                continue
+            r = json.loads(p.read_text())
+            cells_ = [f"{r[k]['b_minus_a']:+.3f} [{r[k]['ci95'][0]:+.3f}, {r[k]['ci95'][1]:+.3f}]"
+                      for k in ("pnmi", "label_purity", "cluster_purity")]
+            text.append(f"| {parts[0]} | {parts[1]} | " + " | ".join(cells_) + " |")
+        text.append("")
     if sweep:
         text += ["### Layer sweep (k-means per layer, dev sets)", "", *table(sweep), ""]
     md = "\n".join(text)

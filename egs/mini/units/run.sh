@@ -91,14 +91,17 @@ units_of() {  # ITERATION -> the units model its HuBERT is trained on
   if [ "$1" -eq 1 ]; then echo exp/units_mfcc; else echo exp/units_hubert_it$(( $1 - 1 )); fi
 }
 
+sweep_layer() {  # ITERATION LAYER: k-means on that layer's train frames, quality on the dev sets
+  local d=exp/hubert_it$1/sweep/L$2 x
+  stk units fit dump/train --features hubert:exp/hubert_it$1/package:$2 --k ${k} --rate ${rate} \
+    --max-frames ${sweep_frames} --out ${d}
+  for x in ${dev_sets}; do stk units eval data/${x} --model ${d} --json ${d}/eval_${x}.json; done
+}
+
 sweep() {  # ITERATION: k-means per layer on train frames, quality on the dev sets, best layer -> exp/hubert_itN/best_layer
-  local it=$1 l x d
-  for l in ${sweep_layers}; do
-    d=exp/hubert_it${it}/sweep/L${l}
-    stk units fit dump/train --features hubert:exp/hubert_it${it}/package:${l} --k ${k} --rate ${rate} \
-      --max-frames ${sweep_frames} --out ${d}
-    for x in ${dev_sets}; do stk units eval data/${x} --model ${d} --json ${d}/eval_${x}.json; done
-  done
+  local it=$1 l
+  for l in ${sweep_layers}; do bg_run sweep_layer ${it} ${l}; done
+  bg_wait
   stk units pick exp/hubert_it${it}/sweep/L*/eval_*.json --key pnmi > exp/hubert_it${it}/best_layer
   log "iteration ${it}: best layer on ${dev_sets}: $(cat exp/hubert_it${it}/best_layer)"
 }
@@ -130,10 +133,17 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: unit quality on ${dev_sets} ${eval_sets}"
   for um in exp/units_mfcc $(for it in $(seq 1 ${iterations}); do echo exp/units_hubert_it${it}; done); do
     for x in ${dev_sets} ${eval_sets}; do
-      bg_run ${train_cmd} ${um}/log/eval_${x}.log stk units eval data/${x} --model ${um} --json ${um}/eval_${x}.json
+      bg_run ${train_cmd} ${um}/log/eval_${x}.log stk units eval data/${x} --model ${um} --json ${um}/eval_${x}.json \
+        --codes-out ${um}/codes_${x}
     done
   done
   bg_wait
+  for it in $(seq 1 ${iterations}); do  # paired bootstrap: HuBERT iteration N - MFCC k-means
+    for x in ${eval_sets}; do
+      stk units compare data/${x} exp/units_mfcc/codes_${x} exp/units_hubert_it${it}/codes_${x} \
+        --json exp/units_hubert_it${it}/compare_${x}.json
+    done
+  done
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -151,6 +161,9 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
       for x in ${dev_sets}; do sweep_cells+=(--sweep "it-${it} L${l}|${x}|exp/hubert_it${it}/sweep/L${l}/eval_${x}.json"); done
     done
     for x in ${dev_sets}; do sweep_cells+=(--sweep "MFCC k-means|${x}|exp/units_mfcc/eval_${x}.json"); done
+  done
+  for it in $(seq 1 ${iterations}); do
+    for x in ${eval_sets}; do sweep_cells+=(--compare "HuBERT it-${it} − MFCC|${x}|exp/units_hubert_it${it}/compare_${x}.json"); done
   done
   elapsed=$(( $(date +%s) - start ))
   stk units report "${cells[@]}" "${sweep_cells[@]}" --out exp/RESULTS.md \
