@@ -163,8 +163,10 @@ def report(
     title: Annotated[str, typer.Option(help="Heading.")] = "Vocoders",
     notes: Annotated[str, typer.Option(help="Text under the heading.")] = "",
 ) -> None:
-    """Gather vocoder scores into one markdown table: judge WER/CER and MCD per test set, speaker
-    similarity and RTF; a missing score is shown as –."""
+    """Gather vocoder scores into one markdown table.
+
+    Columns: judge WER/CER and MCD per test set, speaker similarity and RTF; a missing score is
+    shown as –."""
     from stk.metrics_speech import MCD_NAME
     from stk.utils import atomic_write_text
 
