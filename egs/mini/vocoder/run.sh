@@ -17,8 +17,10 @@ corpus_dir=          # default: ../corpus/<size> (shared with the other mini rec
 eval_sets="synth_test_en real_test_en"
 eval_utts=30         # a seeded subset of each test set (0: all); the judges cost ~1-2 s per utterance and system
 voc_train_utts=1000  # HiFi-GAN training utterances (a seeded subset of synth_train + real_train)
+vocoders="griffin-lim world hifigan"   # rows after the original (hifigan: the one trained in stage 2)
 hifigan_config=conf/hifigan.yaml
 xvector_config=conf/xvector.yaml
+xvector_package=exp/xvector/package  # the speaker encoder of the x-vector similarity column (default: stage 2's)
 train_opts=          # extra key=value overrides for the HiFi-GAN `stk train`
 jobs=2               # training runs side by side in stage 2 (each gets OMP_NUM_THREADS/jobs threads)
 use_judges=auto      # auto: the judge columns when the judges extra is installed; true | false
@@ -45,7 +47,6 @@ if [ "${judges}" = auto ]; then
   judges=false
   if "${STK_PYTHON:-$STK_ROOT/.venv/bin/python}" -c "import faster_whisper, resemblyzer" 2>/dev/null; then judges=true; fi
 fi
-vocoders="griffin-lim world hifigan"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   log "Stage 0: mini corpus (${size}) and data dirs"
@@ -114,7 +115,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
       d=exp/${v}/${x}; src=${d}; [ "${v}" = original ] && src=data/${x}
       if [ "${v}" != original ]; then
         stk score --metric mcd data/${x} ${src} --json ${d}/mcd.json
-        stk speaker similarity data/${x} ${src} --model exp/xvector/package --json ${d}/spk_sim_xvector.json
+        stk speaker similarity data/${x} ${src} --model ${xvector_package} --json ${d}/spk_sim_xvector.json
         if ${judges}; then stk score --metric spk-sim data/${x} ${src} --json ${d}/spk_sim.json; fi
       fi
       if ${judges}; then
@@ -137,16 +138,18 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   elapsed=$(( $(date +%s) - start ))
   stk synth report exp --systems original,$(echo ${vocoders} | tr ' ' ',') --sets ${sets} --out exp/RESULTS.md \
     --title "mini vocoders (${size} corpus): copy synthesis of English test speech" \
-    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN: ${hifigan_config}${train_opts:+ (${train_opts})}, trained here. Speaker encoder: ${xvector_config}."
+    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN (when a row): ${hifigan_config}${train_opts:+ (${train_opts})}, trained in stage 2. x-vector similarity: ${xvector_package}."
   if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
   cat exp/RESULTS.md
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: model store: '${hifigan_name}', '${xvector_name}'"
-  stk package exp/hifigan --weights exp/hifigan/checkpoints/last.pt --out exp/hifigan/package --name ${hifigan_name} \
-    --force --description "mini corpus HiFi-GAN mel vocoder (${hifigan_config})"
-  stk package exp/xvector --weights exp/xvector/model.avg1.safetensors --out exp/xvector/package --name ${xvector_name} \
+  if [ -f exp/hifigan/.done ]; then
+    stk package exp/hifigan --weights exp/hifigan/checkpoints/last.pt --out exp/hifigan/package --name ${hifigan_name} \
+      --force --description "mini corpus HiFi-GAN mel vocoder (${hifigan_config})"
+  fi
+  [ -f exp/xvector/.done ] && stk package exp/xvector --weights exp/xvector/model.avg1.safetensors --out exp/xvector/package --name ${xvector_name} \
     --force --description "mini corpus x-vector speaker encoder"
   log "Try: stk synth vocode MEL_SCP OUT --model ${hifigan_name}; stk speaker embed DATA_DIR --model ${xvector_name}"
 fi
