@@ -54,7 +54,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   stk data combine data/paired "$c/synth_train" "$c/real_train" --normalize-text
   stk data combine data/speech_only "$c/speech_only_train"
   stk data combine data/dev "$c/synth_dev" "$c/real_dev" --normalize-text --subset 200
-  for x in ${dump_sets}; do
+  for x in $(printf '%s\n' ${dump_sets} ${dev_sets} ${eval_sets} | sort -u); do
     stk data combine data/${x} "$c/${x}" $( [ -f "$c/${x}/text" ] && echo --normalize-text )
   done
 fi
