@@ -124,7 +124,8 @@ if [ "${use_lm}" = true ] && [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   log "Stage 8: decode ${test_sets} with and without LM fusion (${nj} job(s), ${device})"
   for x in ${test_sets}; do
     common="--model ${exp}/package --beam-size ${beam_size} --device ${device}"
-    stk_decode_nj ${nj} data/${x} ${exp}/decode_ctc_beam_${x} ${common} --method ctc_beam
+    [ "${method}" = ctc_beam ] && [ -s ${exp}/decode_ctc_beam_${x}/hyp ] || \
+      stk_decode_nj ${nj} data/${x} ${exp}/decode_ctc_beam_${x} ${common} --method ctc_beam  # stage 5's, if there
     stk_decode_nj ${nj} data/${x} ${exp}/decode_ctc_beam_ngram_${x} ${common} --method ctc_beam \
       --lm ${lm_exp}/${ngram_order}gram.arpa --lm-weight ${ngram_weight} --word-score ${word_score}
     stk_decode_nj ${nj} data/${x} ${exp}/decode_attention_${x} ${common} --method attention --ctc-weight ${att_ctc_weight}
