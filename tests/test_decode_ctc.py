@@ -220,3 +220,14 @@ def test_stk_ngram_cli(tmp_path):
     assert res.exit_code == 0, res.output
     arpa = (tmp_path / "lm.arpa").read_text(encoding="utf-8")
     assert "ngram 1=6" in arpa and "\\2-grams:" in arpa and "a b" in arpa
+
+
+def test_a_kenlm_binary_or_garbage_lm_is_a_clear_error(tmp_path):
+    from stk.decode.ctc import flashlight_decoder
+
+    (tmp_path / "lm.bin").write_bytes(b"mmap lm http://kheafield.com/code format version 5\n\x00\xff\xfe\x80")
+    with pytest.raises(ValueError, match="not a UTF-8 ARPA file"):
+        flashlight_decoder(CharTokenizer(), lm=tmp_path / "lm.bin")
+    (tmp_path / "empty.arpa").write_text("\\data\\\nngram 1=0\n\\end\\\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no .1-grams: section"):
+        flashlight_decoder(CharTokenizer(), lm=tmp_path / "empty.arpa")

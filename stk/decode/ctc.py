@@ -170,6 +170,14 @@ def ctc_prefix_beam_search(
 def _arpa_words(path: Path) -> list[str]:
     """The 1-gram words of an ARPA file (a KenLM binary has no readable word list: give an ARPA)."""
     words: list[str] = []
+    try:
+        return _read_arpa_words(path, words)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 ARPA file (a KenLM binary has no readable word list for the "
+                         "lexicon: give the ARPA file it was built from)") from None
+
+
+def _read_arpa_words(path: Path, words: list[str]) -> list[str]:
     with open(path, encoding="utf-8", errors="strict") as f:
         section = False
         for line in f:
