@@ -2,7 +2,7 @@
 
 The joint network's loss is torchaudio's ``rnnt_loss`` on the full lattice or on a pruned band
 (``rnnt: {loss: pruned}``, :mod:`stk.modules.rnnt_pruned`); decoding is ``rnnt_greedy`` (batched) or
-``rnnt_beam`` (torchaudio's ``RNNTBeamSearch``) through ``stk decode``.
+``rnnt_beam`` (a batched modified beam search, optionally with LM fusion) through ``stk decode``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """RNN-T (transducer) head: prediction network, joint network, loss, and a torchaudio adapter.
 
 The head sits on top of any encoder producing ``(B, T, enc_dim)`` frames. Training uses
-``torchaudio.functional.rnnt_loss``; beam search uses ``torchaudio.models.RNNTBeamSearch``
-through :class:`TorchaudioRNNT`, which wraps an encoder callable and this head in the
-interface torchaudio's decoder expects.
+``torchaudio.functional.rnnt_loss`` on the full lattice or, with ``loss="pruned"``, on a pruned band
+(:mod:`stk.modules.rnnt_pruned`). stk's beam search is batched (:mod:`stk.decode.rnnt`);
+torchaudio's ``torchaudio.models.RNNTBeamSearch`` runs through :class:`TorchaudioRNNT`, which
+wraps an encoder callable and this head in the interface torchaudio's decoder expects.
 
 Token convention: ``blank`` (default 0) is both the blank symbol and the predictor's start
 symbol, as in icefall; targets never contain ``blank``.
