@@ -101,12 +101,12 @@ def test_st_recipe(tmp_path, tiny_corpus):
     results = work / "exp" / "results_tiny.md"  # a tiny run leaves RESULTS.md alone
     text = results.read_text()
     assert "nrefs:1|case:mixed" in text  # sacrebleu signature
-    for row in ("mt", "cascade", "st"):  # text MT, ASR -> MT, end-to-end ST: BLEU, its 95 % interval, chrF
+    for row in ("mt", "cascade_mt", "mttext", "cascade_mttext", "st"):  # MT, ASR -> MT, end-to-end ST: BLEU, 95 % CI, chrF
         for test_set in ("synth_test", "real_test"):
             assert re.search(rf"\| {row}_{test_set} \| all \| \d+ \| [\d.]+ \| [\d.]+–[\d.]+ \| [\d.]+ \|", text), text
     for lang in ("de", "es", "fr", "it", "ru"):
         assert f"| {lang} |" in text
-    assert "compare_st_vs_cascade_synth_test" in text and "95% CI" in text
+    assert "compare_st_vs_cascade_mttext_synth_test" in text and "95% CI" in text
     assert not (work / "RESULTS.md").exists()
     for exp in ("st_tiny", "mt_tiny", "asr_tiny"):
         assert _loss_fell(work / "exp" / exp), exp

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does an attention decoder use its encoder? Teacher-forced validation accuracy of an stk
+"""Does an attention decoder use its encoder (speech ``encdec`` or text ``mt``)? Teacher-forced validation accuracy of an stk
 ``encdec`` experiment with the true encoder output and with every utterance's encoder output
 swapped for another utterance's (a decoder that ignores the speech scores the same on both).
 
@@ -35,7 +35,7 @@ def main() -> None:
     tok = Tokenizer(cfg.data.tokenizer)
     cmvn = GlobalCMVN.load(cfg.data.cmvn) if cfg.data.cmvn else None
     model = build_model(cfg.model, vocab_size=tok.vocab_size, input_dim=cfg.data.fbank.num_mel_bins)
-    weights = args.weights or latest_checkpoint(args.exp_dir / "checkpoints")
+    weights = args.weights or latest_checkpoint(args.exp_dir / "checkpoints")[0]
     model.load_state_dict(_model_state(Path(weights)))
     model.eval()
     ds = build_dataset(cfg.data.valid, cfg.data, tok, cmvn, model.min_input_length())
@@ -47,7 +47,10 @@ def main() -> None:
             b = collate([ds[i] for i in idx[s:s + 16]])
             if len(b["utt_ids"]) < 2:
                 continue
-            enc, enc_lens = model.encode(b["feats"], b["feats_lens"])
+            if "feats" in b:
+                enc, enc_lens = model.encode(b["feats"], b["feats_lens"])
+            else:  # a text model (mt): the source tokens
+                enc, enc_lens = model.encode_text(b[model.src_target], b[f"{model.src_target}_lens"])
             ys_in, ys_out = add_sos_eos(b[key], b[f"{key}_lens"])
             valid = ys_out != -1
             for sw in (False, True):
