@@ -75,10 +75,10 @@ def rnnt_greedy_hyps(head: RNNTHead, enc: Tensor, enc_lens: Tensor, max_symbols_
                 break
             for b in emit.nonzero().flatten().tolist():
                 out[b].append(int(best[b]))
-            new_pred, new_state = head.predictor(best.unsqueeze(1), state)
+            new_pred, new_state = head.predictor.step(best, state)
             keep = emit.view(1, B, 1)
             state = (torch.where(keep, new_state[0], state[0]), torch.where(keep, new_state[1], state[1]))
-            pred_p = torch.where(emit.unsqueeze(1), head.joiner.project_pred(new_pred[:, 0]), pred_p)
+            pred_p = torch.where(emit.unsqueeze(1), head.joiner.project_pred(new_pred), pred_p)
             going = emit
     return [Hyp(tokens=out[b], score=float(scores[b])) for b in range(B)]
 
