@@ -44,6 +44,9 @@ utterance.
 Usage:
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/rnnt_decode.py --threads 2 --repeats 2
     .venv/bin/python bench/rnnt_decode.py --num-utts 8 --beams 4 --impls stk espnet --json bench/out/rnnt.json
+    # a trained transducer package on a data dir with wav.scp + text (adds WER / CER per search):
+    .venv/bin/python bench/rnnt_decode.py --package PKG --data data/synth_test --num-utts 128 --beams 4 \
+        --impls stk --score-norm --hyp-dir exp/hyps
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ def make_inputs(num_utts: int, min_s: float, max_s: float, seed: int) -> list[to
     return [torch.randn(int(n), FEATS, generator=g) for n in lens]
 
 
-def load_trained(package: Path, data: Path, max_utts: int) -> tuple[nn.Module, list[torch.Tensor], list[str], Any]:
+def load_trained(package: Path, data: Path, max_utts: int
+                 ) -> tuple[nn.Module, list[torch.Tensor], list[str], Any, list[str]]:
     """A packaged transducer, the (CMVN-normalised) fbank of the first ``max_utts`` utterances of
     ``data`` (a data dir with ``wav.scp`` and ``text``; ``max_utts`` <= 0: all) and their references."""
     from stk.data.kaldi import read_kv
@@ -106,7 +110,7 @@ def load_trained(package: Path, data: Path, max_utts: int) -> tuple[nn.Module, l
     for ids, x, lens in iter_batches(lm, {u: wav_scp[u] for u in utts}, segments, batch_frames=20000,
                                      allow_pipes=False):
         feats.update({u: x[j, : int(lens[j])] for j, u in enumerate(ids)})
-    return lm.model, [feats[u] for u in utts], [text[u] for u in utts], lm.tokenizer
+    return lm.model, [feats[u] for u in utts], [text[u] for u in utts], lm.tokenizer, utts
 
 
 def encoder_batches(feats: list[torch.Tensor], batch: int) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
@@ -345,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         impls_esp = False
     refs = tokenizer = None
     if args.package:  # a trained model on a real test set
-        model, feats, refs, tokenizer = load_trained(args.package, args.data, args.num_utts)
+        model, feats, refs, tokenizer, utt_ids = load_trained(args.package, args.data, args.num_utts)
         args.num_utts = len(feats)
         impls_esp = False
     else:
@@ -399,8 +403,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if refs is not None:
             from stk.scoring import error_rates
 
-            er = error_rates(refs, [tokenizer.decode(ids) for ids in out])
+            texts = [tokenizer.decode(ids) for ids in out]
+            er = error_rates(refs, texts)
             r["wer"], r["cer"] = er["wer"], er["cer"]
+            if args.hyp_dir:  # Kaldi-style hypothesis files for `stk score --compare`
+                args.hyp_dir.mkdir(parents=True, exist_ok=True)
+                (args.hyp_dir / (impl.replace(" ", "_").replace("/", "per") + ".txt")).write_text(
+                    "".join(f"{u} {t}\n" for u, t in zip(utt_ids, texts)))
         peer = peer_of(impl)
         if peer in outputs:
             r[f"time_vs_{peer}"] = t / median(times[peer])
@@ -496,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beam-batch", type=int, default=32,
                     help="utterances per batch of the batched beam search (default 32; stk decode batches by a "
                          "20,000-frame budget, ~50 utterances of 4 s)")
+    ap.add_argument("--hyp-dir", type=Path, help="with --package: write each search's hypotheses here")
     ap.add_argument("--score-norm", action="store_true", help="beam searches rank by length-normalised score")
     ap.add_argument("--json", type=Path, help="also write the record (all times, calibration) to this JSON file")
     ap.add_argument("--table-from", type=Path, help="only print the table of a record written by --json")
