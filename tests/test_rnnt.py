@@ -317,3 +317,34 @@ def test_modified_beam_lm_fusion_changes_the_search_and_bad_args():
         rnnt_modified_beam_search_hyps(head, enc, lens, lm=BigramLM(7), lm_weight=1.0)
     with pytest.raises(ValueError):
         rnnt_beam_search(head, enc, lens, algorithm="fast")
+
+
+def test_modified_beam_with_stk_transformer_lm_scorer():
+    """The real LMScorer (stk.models.lm): batched search = each utterance alone, and = the reference
+    search scoring each hypothesis with the LM's full-sequence log-probabilities."""
+    from stk.models.lm import TransformerLM
+
+    torch.manual_seed(0)
+    V = 6
+    head = small_head(V=V, E=4, seed=9).eval()
+    lm_model = TransformerLM(vocab_size=V, d_model=8, num_heads=2, ffn_dim=16, num_layers=1, dropout=0.0).eval()
+    enc, lens = torch.randn(3, 7, 4) * 2, torch.tensor([7, 4, 6])
+    batched = rnnt_modified_beam_search_hyps(head, enc, lens, beam_size=3, nbest=3, lm=lm_model.scorer(), lm_weight=0.7)
+    for b in range(3):
+        n = int(lens[b])
+        (alone,) = rnnt_modified_beam_search_hyps(head, enc[b : b + 1, :n], lens[b : b + 1], beam_size=3, nbest=3,
+                                                  lm=lm_model.scorer(), lm_weight=0.7)
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in batched[b]], abs=1e-4)
+
+    class FullLM:  # recomputes the LM over the whole prefix: no incremental state at all
+        def logp(self, seq):
+            from stk.tokenizer import SOS_EOS
+
+            with torch.no_grad():
+                return lm_model.logits(torch.tensor([[SOS_EOS, *seq]]))[0, -1].log_softmax(-1)
+
+    with torch.no_grad():
+        ref = reference_modified_beam(head, enc[0], 7, 3, FullLM(), 0.7)
+    assert [h.tokens for h in batched[0]] == [q for _, q in ref]
+    assert [h.score for h in batched[0]] == pytest.approx([s for s, _ in ref], abs=1e-4)
