@@ -120,3 +120,16 @@ def test_pruned_training_lowers_the_full_loss():
         after = float(h.loss(enc, lens, ys, tlens))
     assert h.updates == 40
     assert after < 0.5 * before, (before, after)
+
+
+def test_empty_and_short_targets():
+    h = head(prune_range=5)
+    enc = torch.randn(2, 6, 6)
+    lens = torch.tensor([6, 5])
+    for ys, tl in ((torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 0])),
+                   (torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))):
+        terms = h.loss_terms(enc, lens, ys, tl)
+        h.eval()
+        full = h.loss(enc, lens, ys, tl)
+        h.train()
+        torch.testing.assert_close(terms["rnnt_pruned"], full, rtol=1e-5, atol=1e-5)

@@ -232,7 +232,7 @@ class RNNTHead(nn.Module):
 
     def logits(self, enc: Tensor, targets: Tensor) -> Tensor:
         """Joint logits for teacher forcing: (B, T, E), (B, U) -> (B, T, U + 1, V)."""
-        start = torch.full_like(targets[:, :1], self.blank)
+        start = targets.new_full((targets.size(0), 1), self.blank)
         pred, _ = self.predictor(torch.cat([start, targets], dim=1))
         return self.joiner(enc, pred)
 
@@ -311,14 +311,18 @@ class RNNTHead(nn.Module):
 
     def _pruned_terms(self, enc: Tensor, enc_lens: Tensor, tgt: Tensor, target_lens: Tensor, nxt: Tensor,
                       reduction: str) -> dict[str, Tensor]:
-        start_tok = torch.full_like(tgt[:, :1], self.blank)
+        start_tok = tgt.new_full((tgt.size(0), 1), self.blank)
         pred, _ = self.predictor(torch.cat([start_tok, tgt], dim=1))  # (B, U + 1, P)
         U1 = pred.size(1)
         sb, se = simple_lattice(self.simple_am(enc), self.simple_lm(pred), nxt, blank=self.blank,
                                 lm_scale=self.lm_scale, am_scale=self.am_scale)
         simple = lattice_loss(sb, se, enc_lens, target_lens, clamp=self.clamp)  # (B,)
         S = min(self.prune_range, U1)
-        start = prune_ranges(occupancy(simple, sb, se, enc_lens, target_lens, self.clamp), enc_lens, target_lens, S)
+        if S == U1:  # the band is the whole lattice (short targets): nothing to prune
+            start = torch.zeros(enc.shape[:2], dtype=torch.long, device=enc.device)
+        else:
+            occ = occupancy(simple, sb, se, enc_lens, target_lens, self.clamp)
+            start = prune_ranges(occ, enc_lens, target_lens, S)
         enc_b, pred_b = band_joint_inputs(self.joiner.project_enc(enc), self.joiner.project_pred(pred), start, S)
         band_lp = self.joiner.joint(enc_b, pred_b).float().log_softmax(-1)  # (B, T, S, V)
         pb, pe = band_lattice(band_lp, nxt, start, blank=self.blank, U1=U1)
