@@ -133,3 +133,13 @@ def test_empty_and_short_targets():
         full = h.loss(enc, lens, ys, tl)
         h.train()
         torch.testing.assert_close(terms["rnnt_pruned"], full, rtol=1e-5, atol=1e-5)
+
+
+def test_band_widens_for_dense_targets():
+    h = head(prune_range=2)
+    enc, lens = torch.randn(2, 4, 6), torch.tensor([4, 2])
+    ys, tl = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 0]]), torch.tensor([6, 5])  # 2.5 targets per frame
+    pruned = h.loss_terms(enc, lens, ys, tl, reduction="none")["rnnt_pruned"]
+    h.eval()
+    full = h.loss(enc, lens, ys, tl, reduction="none")
+    assert bool((pruned >= full - 1e-4).all()) and bool((pruned < full + 50).all())

@@ -174,7 +174,8 @@ class RNNTHead(nn.Module):
             ``prune_range`` symbols per frame and the joiner runs on the band only). Pruned adds the
             simple joiner's two projections ``simple_am`` (E -> V) and ``simple_lm`` (P -> V). In eval
             mode (validation) the loss is always the full one, so valid losses compare across both.
-        prune_range: band width S (>= 2) of the pruned loss.
+        prune_range: band width S (>= 2) of the pruned loss (widened for a batch holding an utterance
+            with more than S - 1 targets per frame, which no narrower band can align).
         simple_loss_scale: weight of the simple loss after warm-up (icefall: 0.5).
         lm_scale, am_scale: smoothing of the simple loss (k2's ``rnnt_loss_smoothed``; icefall: 0.25, 0).
         warm_steps: icefall's warm-up: over the first ``warm_steps`` training-mode loss calls the
@@ -317,7 +318,10 @@ class RNNTHead(nn.Module):
         sb, se = simple_lattice(self.simple_am(enc), self.simple_lm(pred), nxt, blank=self.blank,
                                 lm_scale=self.lm_scale, am_scale=self.am_scale)
         simple = lattice_loss(sb, se, enc_lens, target_lens, clamp=self.clamp)  # (B,)
-        S = min(self.prune_range, U1)
+        # a band of S links start and end only if U_b <= (S - 1) T_b: widen it for such a batch
+        lens = enc_lens.to(tgt.device).long()
+        need = int(((target_lens.to(tgt.device).long() + lens - 1) // lens).max()) + 1
+        S = min(max(self.prune_range, need), U1)
         if S == U1:  # the band is the whole lattice (short targets): nothing to prune
             start = torch.zeros(enc.shape[:2], dtype=torch.long, device=enc.device)
         else:
