@@ -417,7 +417,8 @@ def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, r
 
 
 def publish(model_dir: str | Path, name: str, *, force: bool = False) -> Path:
-    """Copy a units model into the model store as ``name`` (an existing entry needs ``force``)."""
+    """Copy a units model (units.json, centroids, feature model) into the model store as ``name``
+    (an existing entry needs ``force``)."""
     from stk.package import check_store_name, model_store
 
     dest = model_store() / check_store_name(name)
@@ -426,7 +427,11 @@ def publish(model_dir: str | Path, name: str, *, force: bool = False) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model_dir, tmp)
+    tmp.mkdir()
+    for name in (UNITS_JSON, CENTROIDS):  # the model only, not eval outputs kept beside it
+        shutil.copy(Path(model_dir) / name, tmp / name)
+    if (Path(model_dir) / FEATURE_MODEL).is_dir():
+        shutil.copytree(Path(model_dir) / FEATURE_MODEL, tmp / FEATURE_MODEL)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
