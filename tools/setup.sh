@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.stk-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[test,whisper,lhotse] (torch 2.14.1 + torchaudio 2.11.0, pinned)" >&2
+  echo "[setup] pip install -e .[test,whisper,lhotse,export] (torch 2.14.1 + torchaudio 2.11.0, pinned)" >&2
   .venv/bin/pip install -q --upgrade "setuptools>=77.0.3,<81" wheel 2>&1 | grep -v "is ignored" >&2 || true
   .venv/bin/pip install -q -e ".[test,whisper,lhotse,export]" 2>&1 | grep -v "is ignored" >&2 || true
   .venv/bin/python -c "import torch, torchaudio; from torchaudio.functional import rnnt_loss, forced_align; import stk" \
