@@ -21,7 +21,6 @@ file with ``int_seqs: {durations: durations}`` (:class:`~stk.data.dataset.KaldiD
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from stk.data.kaldi import DataDirError, load_data_dir, write_kv
-from stk.utils import atomic_write_text
+from stk.utils import atomic_write_text, file_sha256
 
 log = logging.getLogger("stk.align")
 
@@ -103,14 +102,6 @@ def encoder_subsampling(model: Any, input_dim: int = 80) -> int:
     with torch.inference_mode():
         _, lens = model.encode(torch.zeros(1, n, input_dim, device=dev), torch.tensor([n], device=dev))
     return max(1, round(n / max(1, int(lens[0]))))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass

@@ -30,7 +30,6 @@ mean-pooled over non-overlapping windows to the units' rate (50 or 25/s) before 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from stk.data.kaldi import DataDirError, load_data_dir, read_kv, write_kv
-from stk.utils import atomic_write_text
+from stk.utils import atomic_write_text, file_sha256
 
 log = logging.getLogger("stk.units")
 
@@ -73,14 +72,6 @@ class UnitsInfo:
     inertia: float = 0.0
     seed: int = 0
     cmn: bool = False  # features mean-normalised per utterance before clustering
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_features(spec: str) -> tuple[str, str | None, int | None]:

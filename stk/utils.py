@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -68,3 +69,12 @@ def set_threads(num_threads: int | None = None) -> None:
 
     n = num_threads or int(os.environ.get("STK_NUM_THREADS", "0")) or min(4, os.cpu_count() or 1)
     torch.set_num_threads(n)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (records which model/tokenizer a file came from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
