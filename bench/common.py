@@ -81,14 +81,9 @@ def count_flops(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU, load and library versions for a benchmark record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from stk.scoring import cpu_name
+
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "cpu": cpu,

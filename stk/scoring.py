@@ -456,6 +456,17 @@ def _git_hash() -> str:
     return out.stdout.strip() + (" (with local changes)" if dirty.stdout.strip() else "")
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (else what ``platform`` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, str]:
     """Date, stk version and git hash, Python/torch/torchaudio versions, machine (CPU, cores, load)."""
     import stk
@@ -475,14 +486,7 @@ def environment() -> dict[str, str]:
         env["torchaudio"] = torchaudio.__version__
     except Exception as e:  # pragma: no cover
         env["torchaudio"] = f"unavailable ({e})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     env["machine"] = f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load {load}"
     return env
