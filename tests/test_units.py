@@ -15,6 +15,7 @@ import torch
 
 from conftest import make_data_dir, make_wav
 from stk import units as U
+from stk import units_quality as Q
 from stk.data.kaldi import DataDirError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +43,9 @@ def test_fit_kmeans_matches_a_direct_minibatchkmeans_call():
 def test_purity_and_pnmi_against_a_hand_computed_example():
     # labels a,a,a,b,b,c over codes 0,0,1,1,1,2 -> joint counts
     labels, codes = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 2]
-    c = U.contingency(labels, codes, 3, 3)
+    c = Q.contingency(labels, codes, 3, 3)
     assert c.tolist() == [[2, 1, 0], [0, 2, 0], [0, 0, 1]]
-    q = U.quality_from_counts(c)
+    q = Q.quality_from_counts(c)
     assert q["label_purity"] == pytest.approx((2 + 2 + 1) / 6)  # per code: max label count
     assert q["cluster_purity"] == pytest.approx((2 + 2 + 1) / 6)  # per label: max code count
     py, pz = np.array([3, 2, 1]) / 6, np.array([2, 3, 1]) / 6
@@ -57,8 +58,8 @@ def test_purity_and_pnmi_against_a_hand_computed_example():
 
     assert mi == pytest.approx(mutual_info_score(labels, codes))
     # perfect codes: PNMI 1; one code for everything: PNMI 0, perplexity 1
-    assert U.quality_from_counts(np.eye(3, dtype=np.int64) * 5)["pnmi"] == pytest.approx(1.0)
-    one = U.quality_from_counts(np.array([[4, 0], [3, 0]]))
+    assert Q.quality_from_counts(np.eye(3, dtype=np.int64) * 5)["pnmi"] == pytest.approx(1.0)
+    one = Q.quality_from_counts(np.array([[4, 0], [3, 0]]))
     assert one["pnmi"] == pytest.approx(0.0) and one["perplexity"] == pytest.approx(1.0)
     assert one["cluster_purity"] == pytest.approx(1.0) and one["label_purity"] == pytest.approx(4 / 7)
 

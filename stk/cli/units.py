@@ -147,7 +147,8 @@ def evaluate(
       stk align data/test --model exp/align/package && stk units eval data/test --model mini-hubert-units
     """
     _setup()
-    from stk.units import evaluate_units, load_units_model
+    from stk.units import load_units_model
+    from stk.units_quality import evaluate_units
 
     try:
         um = load_units_model(model, device=device)
@@ -178,7 +179,7 @@ def compare(
 ) -> None:
     """Paired comparison of two systems' units: B - A for PNMI and purity with 95 % intervals."""
     _setup()
-    from stk.units import compare_units
+    from stk.units_quality import compare_units
 
     try:
         res = compare_units(data_dir, codes_a, codes_b, rate=int(rate.value), durations=durations, bootstrap=bootstrap)
