@@ -164,7 +164,8 @@ def search(lm: LoadedModel, enc: torch.Tensor, enc_lens: torch.Tensor, opts: Dec
                 if "lm" not in inspect.signature(rnnt_beam_search).parameters:
                     raise ValueError("rnnt_beam_search has no LM fusion yet")
                 kw = {"lm": ext, "lm_weight": lm_weight}
-            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size, length_normalise=opts.score_norm, **kw)
+            return rnnt_beam_search(head, enc, enc_lens, beam_size=opts.beam_size, length_normalise=opts.score_norm,
+                                    algorithm=opts.rnnt_search, **kw)
     raise ValueError(f"unknown decoding method {opts.method!r}")
 
 

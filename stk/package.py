@@ -48,6 +48,7 @@ class DecodeOptions:
     length_penalty: float = 0.0
     score_norm: bool = True  # rnnt_beam: rank by length-normalised log-prob (torchaudio's hypo_sort_key default)
     maxlen_ratio: float = 0.0
+    rnnt_search: str = "modified"  # rnnt_beam: modified (batched, stk) | torchaudio (RNNTBeamSearch, one utterance at a time)
 
 
 @dataclasses.dataclass

@@ -143,6 +143,22 @@ def test_transducer_trains_and_decodes(trained):
         assert len(outs[method]) == 6
     res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "rnnt_beam", "--no-score-norm"])
     assert res.exit_code == 0 and len(res.output.splitlines()) == 6, res.output
+    # --rnnt-search picks the algorithm: torchaudio's RNNTBeamSearch runs only when asked for
+    import stk.decode.rnnt as rnnt_mod
+
+    calls = []
+    real = rnnt_mod.rnnt_beam_search_hyps
+    rnnt_mod.rnnt_beam_search_hyps = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "rnnt_beam", "--beam-size", "4"])
+        assert res.exit_code == 0 and calls == [], res.output
+        res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "rnnt_beam", "--beam-size", "4",
+                                  "--rnnt-search", "torchaudio"])
+        assert res.exit_code == 0 and len(res.output.splitlines()) == 6 and calls, res.output
+    finally:
+        rnnt_mod.rnnt_beam_search_hyps = real
+    res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "rnnt_beam", "--rnnt-search", "x"])
+    assert res.exit_code == 2
     res = runner.invoke(app, ["decode", "--model", "pkg_rnnt", "train", "--method", "attention"])
     assert res.exit_code == 1 and "no attention decoder" in res.output
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from stk.decode import DecodeMethod as Method
+from stk.decode import RnntSearch
 
 log = logging.getLogger("stk.decode")
 
@@ -29,6 +30,7 @@ def decode(
     ctc_weight: Annotated[float | None, typer.Option(help="CTC weight in joint attention decoding (0 with --text).")] = None,
     length_penalty: Annotated[float | None, typer.Option(help="Length bonus per token (attention search).")] = None,
     score_norm: Annotated[bool | None, typer.Option("--score-norm/--no-score-norm", help="rnnt_beam: rank hypotheses by length-normalised log-probability (torchaudio's default) or by raw log-probability, which favours short, deleting hypotheses. Default: the package's.")] = None,
+    rnnt_search: Annotated[RnntSearch | None, typer.Option(help="rnnt_beam: modified (stk's modified beam search, batched over utterances, one symbol per frame; LM fusion) or torchaudio (RNNTBeamSearch, one utterance at a time). Default: the package's (modified).")] = None,
     maxlen_ratio: Annotated[float | None, typer.Option(help="Attention search: at most RATIO x encoder length tokens (0: the encoder length; with --text 0 means 2.0).")] = None,
     batch_frames: Annotated[int, typer.Option(help="Padded feature frames per batch (padded tokens with --text).")] = 20000,
     allow_pipes: Annotated[bool, typer.Option(help="Run wav.scp pipe commands (`cmd |`). Off by default: they execute shell commands.")] = False,
@@ -65,7 +67,7 @@ def decode(
         asr = load_package(model, device=device)
         opts = override_decode(asr.meta.decode, method=method.value if method else None, beam_size=beam_size,
                                ctc_weight=ctc_weight, length_penalty=length_penalty, maxlen_ratio=maxlen_ratio,
-                               score_norm=score_norm)
+                               score_norm=score_norm, rnnt_search=rnnt_search.value if rnnt_search else None)
         fusion = load_fusion(asr, lm, lm_weight, word_score, device=device)
         if text is not None:
             if fusion is not None:

@@ -13,3 +13,10 @@ class DecodeMethod(str, enum.Enum):
     rnnt_greedy = "rnnt_greedy"
     rnnt_beam = "rnnt_beam"
     classify = "classify"
+
+
+class RnntSearch(str, enum.Enum):
+    """RNN-T beam search algorithms (``stk decode --rnnt-search``)."""
+
+    modified = "modified"  # stk: batched over utterances, at most one symbol per frame, LM fusion
+    torchaudio = "torchaudio"  # torchaudio's RNNTBeamSearch, one utterance at a time
