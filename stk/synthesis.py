@@ -148,6 +148,14 @@ def check_wav(utt: str, wave: np.ndarray, rate: int, conf: WaveCheck | None = No
         raise SynthesisError(f"utterance {utt!r}: the wav is clipped ({100 * frac:.1f} % of samples at full scale)")
 
 
+def refuse_segments(data_dir: str | Path) -> None:
+    """These readers take each ``wav.scp`` entry as one utterance: a data dir with ``segments``
+    (wav.scp keyed by recording) is an error, never recording-level output under recording ids."""
+    if (Path(data_dir) / "segments").exists():
+        raise SynthesisError(f"{data_dir}: segments are not supported here; extract the segments first "
+                             "(one wav per utterance)")
+
+
 def read_wav_data_dir(data_dir: str | Path, *, check: bool = True,
                       conf: WaveCheck | None = None) -> Iterable[tuple[str, np.ndarray, int]]:
     """Yield ``(utt, samples, rate)`` of a data dir's ``wav.scp``; with ``check`` every wav is checked
@@ -155,6 +163,7 @@ def read_wav_data_dir(data_dir: str | Path, *, check: bool = True,
     from stk.data.audio import AudioError, read_audio
     from stk.data.kaldi import read_kv
 
+    refuse_segments(data_dir)
     scp_path = Path(data_dir) / "wav.scp"
     if not scp_path.exists():
         raise SynthesisError(f"{data_dir}: no wav.scp (is this a data dir of speech?)")
@@ -321,8 +330,7 @@ def resynthesize_data_dir(
     d = load_data_dir(data_dir)
     if d.wav_scp is None:
         raise SynthesisError(f"{data_dir}: no wav.scp to resynthesise")
-    if d.segments is not None:
-        raise SynthesisError(f"{data_dir}: segments are not supported here; extract the segments first")
+    refuse_segments(data_dir)
     utts = list(d.wav_scp)[:limit] if limit else list(d.wav_scp)
     stats = {"utts": 0, "audio_s": 0.0, "compute_s": 0.0}
 
@@ -379,6 +387,7 @@ def dump_mels(data_dir: str | Path, out_dir: str | Path, conf: MelConfig | None 
     from stk.utils import atomic_write_text
 
     conf = conf or MelConfig()
+    refuse_segments(data_dir)
     d = load_data_dir(data_dir)
     if d.wav_scp is None:
         raise SynthesisError(f"{data_dir}: no wav.scp")
@@ -427,6 +436,7 @@ def dump_wave_frames(data_dir: str | Path, out_dir: str | Path, *, hop_length: i
 
     if hop_length < 1:
         raise ValueError(f"hop_length must be >= 1, got {hop_length}")
+    refuse_segments(data_dir)
     d = load_data_dir(data_dir)
     if d.wav_scp is None:
         raise SynthesisError(f"{data_dir}: no wav.scp")

@@ -219,3 +219,16 @@ def test_vocoder_recipe(tmp_path):
         assert (work / f"exp/spectrogram_{x}.png").stat().st_size > 1000
     assert (tmp_path / "store/mini-hifigan/model.yaml").exists() and (tmp_path / "store/mini-xvector/model.yaml").exists()
     assert not (work / "RESULTS.md").exists()  # a tiny run never writes the committed RESULTS.md
+
+
+def test_segmented_data_dir_is_refused(data_dir, tmp_path):
+    """wav.scp of a segmented dir is keyed by recording: no reader may emit recording-level output."""
+    from stk.synthesis import SynthesisError, dump_mels, dump_wave_frames, read_wav_data_dir, resynthesize_data_dir
+
+    rec = next(iter(line.split()[0] for line in (data_dir / "wav.scp").read_text().splitlines()))
+    (data_dir / "segments").write_text(f"{rec}-seg0 {rec} 0.0 0.3\n")
+    for call in (lambda: list(read_wav_data_dir(data_dir)), lambda: dump_mels(data_dir, tmp_path / "mel"),
+                 lambda: dump_wave_frames(data_dir, tmp_path / "frames"),
+                 lambda: resynthesize_data_dir(data_dir, tmp_path / "gl", vocoder="griffin-lim")):
+        with pytest.raises(SynthesisError, match="segments are not supported"):
+            call()
