@@ -97,14 +97,16 @@ def _utt_counts(labels: dict[str, list[str]], codes: dict[str, list[int]], vocab
     return np.stack(rows)
 
 
-def _bootstrap(flats: list[np.ndarray], shape: tuple[int, int], bootstrap: int, seed: int) -> list[list[dict[str, float]]]:
-    """Quality measures of ``bootstrap`` resamples of the utterances (the same resample for every system)."""
+def _bootstrap(flats: list[np.ndarray], shapes: list[tuple[int, int]], bootstrap: int,
+               seed: int) -> list[list[dict[str, float]]]:
+    """Quality measures of ``bootstrap`` resamples of the utterances (the same resample for every
+    system; system ``i``'s per-utterance counts ``flats[i]`` reshape to ``shapes[i]``)."""
     rng = np.random.default_rng(seed)
     n = flats[0].shape[0]
     out: list[list[dict[str, float]]] = [[] for _ in flats]
     for _ in range(bootstrap):
         w = np.bincount(rng.integers(0, n, n), minlength=n)
-        for i, f in enumerate(flats):
+        for i, (f, shape) in enumerate(zip(flats, shapes)):
             out[i].append(quality_from_counts((w @ f).reshape(shape)))
     return out
 
@@ -144,7 +146,7 @@ def evaluate_units(um: UnitsModel, data_dir: str | Path, *, rate: int | None = N
     flat = _utt_counts(labels, codes, vocab, k, utts)
     res: dict[str, Any] = quality_from_counts(flat.sum(0).reshape(len(vocab), k))
     if bootstrap > 0:
-        boot = _bootstrap([flat], (len(vocab), k), bootstrap, seed)[0]
+        boot = _bootstrap([flat], [(len(vocab), k)], bootstrap, seed)[0]
         for key in QUALITY_KEYS:
             res[f"{key}_ci95"] = _basic_ci(res[key], [b[key] for b in boot])
     res.update(units_per_second=n_units / (n_frames / rate), num_utts=len(utts), num_labels=len(vocab), k=k,
@@ -170,17 +172,10 @@ def compare_units(data_dir: str | Path, codes_a: str | Path, codes_b: str | Path
     fa, fb = _utt_counts(labels, ca, vocab, ka, utts), _utt_counts(labels, cb, vocab, kb, utts)
     qa = quality_from_counts(fa.sum(0).reshape(len(vocab), ka))
     qb = quality_from_counts(fb.sum(0).reshape(len(vocab), kb))
-    rng_seed = seed
-    rows = []
-    rng = np.random.default_rng(rng_seed)
-    n = len(utts)
-    for _ in range(bootstrap):
-        w = np.bincount(rng.integers(0, n, n), minlength=n)
-        a = quality_from_counts((w @ fa).reshape(len(vocab), ka))
-        b = quality_from_counts((w @ fb).reshape(len(vocab), kb))
-        rows.append({key: b[key] - a[key] for key in QUALITY_KEYS})
-    res: dict[str, Any] = {"num_utts": n, "a": str(codes_a), "b": str(codes_b)}
+    boot_a, boot_b = _bootstrap([fa, fb], [(len(vocab), ka), (len(vocab), kb)], bootstrap, seed)
+    res: dict[str, Any] = {"num_utts": len(utts), "a": str(codes_a), "b": str(codes_b)}
     for key in QUALITY_KEYS:
         d = qb[key] - qa[key]
-        res[key] = {"a": qa[key], "b": qb[key], "b_minus_a": d, "ci95": _basic_ci(d, [r[key] for r in rows])}
+        diffs = [b[key] - a[key] for a, b in zip(boot_a, boot_b)]
+        res[key] = {"a": qa[key], "b": qb[key], "b_minus_a": d, "ci95": _basic_ci(d, diffs)}
     return res
