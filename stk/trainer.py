@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from stk.amp import Precision, resolve_amp, set_grad_checkpointing
 from stk.checkpoint import (CheckpointError, average_best, find_latest, latest_checkpoint,  # noqa: F401
                             link_last, non_finite_tensors, plot_history, prune_checkpoints, rng_state,
                             save_checkpoint, seed_everything, select_keep, set_rng_state, state_mismatch)
@@ -89,7 +90,14 @@ class TrainerConfig:
     """Loop settings. ``max_steps > 0`` stops by optimizer steps instead of epochs;
     ``valid_interval_steps = 0`` validates at epoch ends; ``save_interval_steps = 0`` saves at
     epoch ends and after validations only; ``keep_nbest = 0`` keeps every checkpoint;
-    ``max_bad_steps`` consecutive non-finite steps abort; ``num_threads = 0`` leaves torch's."""
+    ``max_bad_steps`` consecutive non-finite steps abort; ``num_threads = 0`` leaves torch's.
+
+    ``accum_grad = k`` sums the gradients of k micro-batches of ``loss / k`` (DDP syncs only the
+    last): the same gradient as one batch of the k micro-batches together when they hold equally
+    many utterances (models average their losses over utterances; tested). ``amp``,
+    ``grad_checkpointing``: see :mod:`stk.amp`. ``sync_batchnorm``: under DDP on CUDA, BatchNorm
+    statistics over every rank's batch (torch's SyncBatchNorm has no CPU kernel: on gloo each rank
+    normalises its own batch, the one way a DDP step differs from one process with the whole batch)."""
 
     max_epochs: int = 10
     max_steps: int = 0
@@ -101,7 +109,10 @@ class TrainerConfig:
     seed: int = 0
     num_threads: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    use_amp: bool = False
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA (stk/amp.py); bf16 needs no loss scaling
+    use_amp: bool = False  # the older switch: true = amp fp16
+    grad_checkpointing: bool = False  # recompute encoder layers in backward (less activation memory)
+    sync_batchnorm: bool = False  # under DDP on CUDA: BatchNorm statistics over the global batch
     max_bad_steps: int = 10
     find_unused_parameters: bool = False
     tensorboard: bool = True
@@ -115,8 +126,10 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= {low}, got {v}")
         if self.max_epochs == 0 and self.max_steps == 0:
             raise ValueError("trainer: set max_epochs or max_steps")
-        if self.use_amp and self.device == "cpu":
-            raise ValueError("trainer.use_amp needs a CUDA device (fp16/bf16 autocast on this CPU is unusable)")
+        resolve_amp(self.amp, self.use_amp)  # ValueError on an unknown mode (from Python, not YAML)
+        if (self.use_amp or self.amp != "none") and self.device == "cpu":
+            raise ValueError("trainer.amp/use_amp needs a CUDA device (fp16/bf16 autocast on this CPU is unusable); "
+                             "use trainer.amp=none with trainer.device=cpu")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -218,18 +231,24 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         self.device = device = device or torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available()
                                                       else "cpu")
-        self.amp = config.use_amp and device.type == "cuda"
-        if config.use_amp and not self.amp:
-            log.warning("use_amp ignored: no CUDA device")
+        self.precision = Precision(resolve_amp(config.amp, config.use_amp), device)
+        self.amp = self.precision.scaler.is_enabled()  # fp16: loss scaling (unscale, skipped-step accounting)
         self.data, self.valid_data, self.valid_stream = train_data, valid_data, valid_stream or train_data.primary
         seed_everything(config.seed + self.rank)
+        if config.grad_checkpointing and not set_grad_checkpointing(model):
+            raise ValueError(f"trainer.grad_checkpointing: {type(model).__name__} has no layer stack that supports "
+                             "it (Conformer layers do)")
         self.model = model.to(device)
+        if config.sync_batchnorm and self.world > 1 and device.type == "cuda":  # before the optimizer sees it
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif config.sync_batchnorm and self.world > 1:
+            log.warning("trainer.sync_batchnorm needs CUDA (torch's SyncBatchNorm); BatchNorm stays per rank")
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], optim)
         total = total_steps or config.max_steps or None
         if optim.scheduler == "cosine" and not total:
             raise ValueError("cosine scheduler needs total_steps (or trainer.max_steps)")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, s + 1, total))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = self.precision.scaler
         self.step = self.nan_skipped = self.consecutive_bad = 0
         self._first_bad_ids: list[Any] = []
         self._stop_signal: int | None = None
@@ -358,7 +377,7 @@ class Trainer:
         batch = _to_device({**batch, "stream": name}, self.device)
         ctx = self.ddp.no_sync() if (self.ddp is not None and not sync) else contextlib.nullcontext()
         with ctx:
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            with self.precision.autocast():
                 out = (self.ddp or self.model)(batch)
             loss = out["loss"]
             finite = bool(torch.isfinite(loss.detach()).all())
@@ -453,7 +472,7 @@ class Trainer:
         bar = getattr(self, "_progress", None)  # the training bars' Progress (None off a terminal)
         task = bar.add_task("validation", total=len(self.valid_data)) if bar is not None else None
         try:
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            with torch.no_grad(), self.precision.autocast():
                 for batch in self.valid_data:
                     if task is not None:
                         bar.advance(task)

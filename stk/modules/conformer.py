@@ -254,6 +254,7 @@ class ConformerLayers(nn.Module):
             for _ in range(num_layers)
         )
         self.d_model = d_model
+        self.grad_checkpointing = False  # recompute each layer in backward (stk.amp.set_grad_checkpointing)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, return_hidden: bool = False
@@ -263,8 +264,14 @@ class ConformerLayers(nn.Module):
         mask_bias = _mask_bias(mask, x.dtype)
         pos_emb = self.pos(x.size(1), x.device, x.dtype)
         hidden = []
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, pos_emb, mask, mask_bias)
+            if ckpt:
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(layer, x, pos_emb, mask, mask_bias, use_reentrant=False)
+            else:
+                x = layer(x, pos_emb, mask, mask_bias)
             hidden.append(x)
         return (x, hidden) if return_hidden else x
 
