@@ -372,3 +372,57 @@ def _utterances(d: Path) -> dict[str, str]:
         if (d / name).exists():
             return read_kv(d / name)
     return {}
+
+
+@app.command("perturb-speed")
+def perturb_speed_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with wav.scp and utt2spk (segments, text, utt2lang… are carried over).")],
+    out: Annotated[Path, typer.Option(help="Output data dir; the perturbed wavs go to OUT/wav.")],
+    factors: Annotated[str, typer.Option(help="Comma-separated speed factors; 1.0 keeps the original ids and audio.")] = "0.9,1.0,1.1",
+    allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands (runs shell commands).")] = False,
+) -> None:
+    """Speed-perturb a data dir like Kaldi's perturb_data_dir_speed_3way.sh (ids prefixed sp0.9-, durations x 1/f)."""
+    from stk.data.augment import perturb_speed
+    from stk.data.kaldi import DataDirError
+    from stk.utils import set_threads, setup_logging
+
+    setup_logging()
+    set_threads(1)
+    try:
+        parsed = [float(f) for f in factors.split(",") if f.strip()]
+    except ValueError:
+        _fail(ValueError(f"--factors {factors!r}: not a comma-separated list of numbers"))
+    try:
+        perturb_speed(data_dir, out, parsed, allow_pipes=allow_pipes)
+    except (DataDirError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"{out}: {len(_utterances(out))} utterances (factors {','.join(f'{f:g}' for f in parsed)})")
+
+
+@app.command("add-noise")
+def add_noise_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with wav.scp and utt2spk.")],
+    out: Annotated[Path, typer.Option(help="Output data dir; the noisy wavs go to OUT/wav.")],
+    noise: Annotated[str, typer.Option(help="white | pink | brown | babble (other speakers of DATA_DIR) | a data dir of noise recordings.")] = "babble",
+    snr: Annotated[str, typer.Option(help="SNR range in dB, LOW:HIGH (drawn uniformly per utterance).")] = "5:20",
+    seed: Annotated[int, typer.Option(help="Seed of the SNR, noise and babble draws (per utterance id).")] = 0,
+    prefix: Annotated[str | None, typer.Option(help="Id prefix of the noisy copies (default: '<noise>-', 'noise-' for a noise dir).")] = None,
+    babble_speakers: Annotated[int, typer.Option(help="Utterances (of distinct other speakers) summed into the babble.")] = 3,
+    allow_pipes: Annotated[bool, typer.Option(help="Allow wav.scp pipe commands (runs shell commands).")] = False,
+) -> None:
+    """Add noise or babble at a random SNR to every utterance (like Kaldi's augment_data_dir.py)."""
+    from stk.data.augment import add_noise
+    from stk.data.kaldi import DataDirError
+    from stk.utils import setup_logging
+
+    setup_logging()
+    try:
+        lo, hi = (float(x) for x in snr.split(":"))
+    except ValueError:
+        _fail(ValueError(f"--snr {snr!r}: expected LOW:HIGH in dB, e.g. 5:20"))
+    try:
+        add_noise(data_dir, out, noise=noise, snr=(lo, hi), seed=seed, prefix=prefix,
+                  babble_speakers=babble_speakers, allow_pipes=allow_pipes)
+    except (DataDirError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"{out}: {len(_utterances(out))} utterances ({noise}, SNR {lo:g}-{hi:g} dB)")
