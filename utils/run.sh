@@ -42,6 +42,7 @@ Options:
   --num-threads N    threads per job; only recorded in the log here
 Accepted for compatibility with utils/slurm.sh and ignored:
   --mem SIZE  --gpu N  --time T  --partition P  --account A  --sbatch-args ARGS
+  --nodes 1 (more than one node is an error here)
 EOF
 }
 # shellcheck source=utils/lib/jobs.sh
@@ -82,10 +83,10 @@ num_threads=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    --max-jobs-run | --num-threads | --mem | --gpu | --time | --partition | --account | --sbatch-args)
+    --max-jobs-run | --num-threads | --mem | --gpu | --nodes | --time | --partition | --account | --sbatch-args)
       [ $# -ge 2 ] || bad_usage "option $1 needs a value"
       case "$1" in
-        --max-jobs-run | --num-threads)
+        --max-jobs-run | --num-threads | --nodes)
           [[ $2 =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 expects a positive integer, got '$2'" ;;
         --gpu)
           [[ $2 =~ ^[0-9]+$ ]] || bad_usage "--gpu expects a non-negative integer, got '$2'" ;;
@@ -93,6 +94,7 @@ while [ $# -gt 0 ]; do
       case "$1" in
         --max-jobs-run) max_jobs_run=$2 ;;
         --num-threads) num_threads=$2 ;;
+        --nodes) [ "$2" -eq 1 ] || die "--nodes $2: this machine is one node; multi-node jobs need the Slurm backend (cmd_backend=slurm)" ;;
       esac
       shift 2
       ;;

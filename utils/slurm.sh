@@ -32,7 +32,10 @@ Runs CMD (a job array with JOB=1:N) on Slurm via 'sbatch --wait', output to LOGF
 Options (sbatch option in brackets):
   --mem SIZE          memory per job, e.g. 4G            [--mem]
   --num-threads N     CPUs per job                       [--cpus-per-task]
-  --gpu N             GPUs per job (0: none)             [--gres=gpu:N]
+  --gpu N             GPUs per job (per node) (0: none)  [--gres=gpu:N]
+  --nodes N           nodes of one job; N > 1 runs CMD once per node through
+                      srun (multi-node torchrun: bin/stk-torchrun --nnodes N)
+                                                     [--nodes=N --ntasks-per-node=1]
   --time T            time limit, e.g. 4:00:00           [--time]
   --partition P       partition (default: \$SLURM_PARTITION) [--partition]
   --account A         account to charge                  [--account]
@@ -57,6 +60,7 @@ quote() {
 mem=""
 num_threads=1
 gpu=0
+nodes=1
 time_limit=""
 partition=${SLURM_PARTITION:-}
 account=""
@@ -65,10 +69,10 @@ sbatch_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    --max-jobs-run | --num-threads | --mem | --gpu | --time | --partition | --account | --sbatch-args)
+    --max-jobs-run | --num-threads | --mem | --gpu | --nodes | --time | --partition | --account | --sbatch-args)
       [ $# -ge 2 ] || bad_usage "option $1 needs a value"
       case "$1" in
-        --max-jobs-run | --num-threads)
+        --max-jobs-run | --num-threads | --nodes)
           [[ $2 =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 expects a positive integer, got '$2'" ;;
         --gpu)
           [[ $2 =~ ^[0-9]+$ ]] || bad_usage "--gpu expects a non-negative integer, got '$2'" ;;
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
         --mem) mem=$2 ;;
         --num-threads) num_threads=$2 ;;
         --gpu) gpu=$((10#$2)) ;;
+        --nodes) nodes=$2 ;;
         --time) time_limit=$2 ;;
         --partition) partition=$2 ;;
         --account) account=$2 ;;
@@ -97,6 +102,9 @@ shift "$job_args"
 if [ -n "$job_var" ] && [ "$first" -ne "$last" ] &&
   [ "$(subst_word "$log_pattern" "$job_var" 1)" = "$log_pattern" ]; then
   die "$((last - first + 1)) jobs would share one log file: put $job_var in LOGFILE ($log_pattern)"
+fi
+if [ "$nodes" -gt 1 ] && [ -n "$job_var" ]; then
+  die "--nodes $nodes with $job_var=$first:$last: a multi-node job is one command (no job array)"
 fi
 command -v sbatch >/dev/null || die "sbatch not found on PATH (use utils/run.sh, cmd_backend=local, off Slurm)"
 
@@ -121,7 +129,13 @@ task_cmd="exec $(quote "$utils_dir/run.sh") --num-threads $num_threads"
 if [ -n "$job_var" ]; then
   task_cmd+=" $job_var=\$task:\$task"
 fi
-for arg in "$log_pattern" "$@"; do
+task_cmd+=" $(quote "$log_pattern")"
+if [ "$nodes" -gt 1 ]; then
+  # one task per node runs CMD (e.g. stk-torchrun --nnodes N, which starts the node's ranks);
+  # run.sh on the first node keeps the log (every node's output) and the exit code
+  task_cmd+=" srun --nodes=$nodes --ntasks-per-node=1 --kill-on-bad-exit=1"
+fi
+for arg in "$@"; do
   task_cmd+=" $(quote "$arg")"
 done
 
@@ -136,6 +150,10 @@ done
     echo "#SBATCH --output=$q_dir/$name.out"
   fi
   echo "#SBATCH --cpus-per-task=$num_threads"
+  if [ "$nodes" -gt 1 ]; then
+    echo "#SBATCH --nodes=$nodes"
+    echo "#SBATCH --ntasks-per-node=1"
+  fi
   [ -z "$mem" ] || echo "#SBATCH --mem=$mem"
   [ "$gpu" -eq 0 ] || echo "#SBATCH --gres=gpu:$gpu"
   [ -z "$time_limit" ] || echo "#SBATCH --time=$time_limit"

@@ -21,6 +21,15 @@
 #          accepted and ignored.
 #   slurm  utils/slurm.sh: one `sbatch --wait` job (array) per call, scripts
 #          and Slurm output under LOGDIR/q/.
+#
+# GPUs and nodes: stk_train (utils/lib/train.sh) trains with nproc_per_node=P processes
+# per node on nnodes=N nodes. It adds `--gpu P` (and `--nodes N` when N > 1) to
+# ${cuda_cmd} and runs bin/stk-torchrun. With the slurm backend, --nodes N asks for N
+# nodes with one task each and starts stk-torchrun on every node through srun; torchrun's
+# c10d rendezvous meets on the job's first node (NCCL between GPUs):
+#   cmd_backend=slurm ./run.sh --nnodes 2 --nproc-per-node 8    # 16 GPUs in one job
+# Give cuda_cmd CPUs for P processes and their data-loader workers (--num-threads).
+# The local backend runs one node (--nodes > 1 is an error there).
 
 cmd_backend=${cmd_backend:-local}
 
@@ -33,7 +42,7 @@ case "${cmd_backend}" in
   slurm)
     export train_cmd="utils/slurm.sh --mem 4G --time 1-00:00:00"
     export decode_cmd="utils/slurm.sh --mem 8G --time 4:00:00"
-    export cuda_cmd="utils/slurm.sh --gpu 1 --num-threads 4 --mem 16G --time 3-00:00:00"
+    export cuda_cmd="utils/slurm.sh --gpu 1 --num-threads 8 --mem 64G --time 3-00:00:00"
     ;;
   *)
     echo "cmd.sh: unknown cmd_backend '${cmd_backend}' (expected local or slurm)" >&2
