@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 from stk.corpora.asterisk import ASTERISK_LANGS, ProgressFn, no_progress, prepare_asterisk
 from stk.corpora.heldout import build_heldout
+from stk.corpora.voices import build_voices
 from stk.corpora.synth import SYNTH_LANGS, prepare_synth
 from stk.corpora.wesnoth import WESNOTH_LANGS, WESNOTH_PACKAGES, Sentence, prepare_wesnoth, write_text_only
 from stk.data.kaldi import read_kv
@@ -296,6 +297,7 @@ def build_mini(
     if done.exists() and done.read_text().strip() == stamp:
         log.info("%s is already built (%s, %s)", out, size, ",".join(langs))
         build_heldout(out, nj=nj or min(2, os.cpu_count() or 1), progress=progress)  # adds pico_test once pico2wave is installed
+        build_voices(out, nj=nj or min(2, os.cpu_count() or 1), progress=progress)  # voices_train: flite/festival, when installed
         return summarize(out)
     done.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,4 +328,5 @@ def build_mini(
     atomic_write_text(done, stamp + "\n")
     log.info("mini corpus (%s) built in %s in %.1f s", size, out, time.time() - t0)
     build_heldout(out, nj=nj, progress=progress)  # held-out-engine test sets (never trained on), when installed
+    build_voices(out, nj=nj, progress=progress)  # more training voices (flite/festival), when installed
     return summarize(out)

@@ -20,6 +20,11 @@ method=ctc_beam      # decoding: attention | ctc_greedy | ctc_beam
 beam_size=10
 ctc_weight=0.3
 avg_n=1              # average the N checkpoints with the best validation loss
+extra_voices=false   # stage 0: also train on the corpus's voices_train (flite/Festival voices, en+it; needs those engines)
+speed_perturb=       # stage 0: speed factors of the training set, e.g. 0.9,1.0,1.1 (Kaldi/ESPnet; empty: off)
+add_noise=           # stage 0: add a noisy copy of the training set: babble | white | pink | brown (empty: off)
+noise_snr=5:20       # its SNR range in dB
+package_name=        # model-store name of stage 4 (default: mini-asr; mini-asr-<augmentation> for an augmented run)
 test_sets="synth_test real_test pico_test"  # pico_test: held-out TTS engine, only where pico2wave is installed (local/install_pico.sh)
 nj=1                 # parallel decoding jobs per test set (split, ${decode_cmd} JOB=1:nj, merge)
 device=cpu           # stk decode --device: cpu | cuda
@@ -41,7 +46,11 @@ log "$0 $*"
 . utils/parse_options.sh
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
-tag=${tag:-$(basename "${train_config}" .yaml)_${size}}
+aug=; [ "${extra_voices}" = true ] && aug=${aug}_voices; [ -n "${speed_perturb}" ] && aug=${aug}_sp; [ -n "${add_noise}" ] && aug=${aug}_${add_noise}
+train_set=train${aug}  # what stage 3 trains on (data/train plus the augmentation)
+cmvn=dump/cmvn.json; [ -z "${aug}" ] || cmvn=dump/cmvn_${train_set}.json
+package_name=${package_name:-mini-asr${aug//_/-}}
+tag=${tag:-$(basename "${train_config}" .yaml)_${size}${aug}}
 exp=exp/${tag}
 tok=data/token/char
 [ "${token_type}" = char ] || tok=data/token/${token_type}${vocab_size}
@@ -62,17 +71,36 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     fi
     stk data combine data/${x} "${corpus_dir}/${x}" --normalize-text
   done
+  if [ -n "${aug}" ]; then
+    log "Stage 0: training-set augmentation -> data/${train_set} (voices ${extra_voices}, speed ${speed_perturb:-off}, noise ${add_noise:-off} ${noise_snr} dB)"
+    src=data/train
+    if [ "${extra_voices}" = true ]; then
+      [ -d "${corpus_dir}/voices_train" ] || { log "extra_voices=true: no ${corpus_dir}/voices_train (apt-get install -y flite festival festvox-italp16k festvox-itapc16k, then rerun stage 0)"; exit 1; }
+      stk data combine data/train_voices data/train "${corpus_dir}/voices_train" --normalize-text
+      src=data/train_voices
+    fi
+    parts=${src}
+    if [ -n "${speed_perturb}" ]; then
+      stk data perturb-speed ${src} --out ${src}_sp --factors ${speed_perturb}
+      parts=${src}_sp
+    fi
+    if [ -n "${add_noise}" ]; then
+      stk data add-noise ${src} --out ${src}_${add_noise} --noise ${add_noise} --snr ${noise_snr} --seed 1
+      parts="${parts} ${src}_${add_noise}"
+    fi
+    [ "${parts}" = "data/${train_set}" ] || stk data combine data/${train_set} ${parts}
+  fi
 fi
 # test sets prepared in stage 0 (a held-out-engine set is missing where its engine is not installed)
 present_sets=; for x in ${test_sets}; do [ -s data/${x}/text ] && present_sets="${present_sets} ${x}"; done
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features and global CMVN"
-  for x in train dev; do
+  for x in ${train_set} dev; do
     stk data validate data/${x}
     ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
-  stk data cmvn dump/train --out dump/cmvn.json
+  stk data cmvn dump/${train_set} --out ${cmvn}
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -85,14 +113,14 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   launcher="stk"
   [ "${nproc}" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node ${nproc} -m stk.cli"
   ${cuda_cmd} ${exp}/log/train.log ${launcher} train --config ${train_config} --exp-dir ${exp} \
-    data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json
+    data.tokenizer=${tok}.model data.cmvn=${cmvn} data.train.paired.data_dir=dump/${train_set}
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: average the best checkpoints and package the model"
   stk average ${exp} --n ${avg_n}
   stk package ${exp} --weights ${exp}/model.avg${avg_n}.safetensors --out ${exp}/package \
-    --method ${method} --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name mini-asr --force \
+    --method ${method} --beam-size ${beam_size} --ctc-weight ${ctc_weight} --name ${package_name} --force \
     --description "mini corpus multilingual ASR (${tag})"
 fi
 
