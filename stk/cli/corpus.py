@@ -2,8 +2,8 @@
 
 ``stk corpus mini --out data/mini --size small`` builds the mini corpus (real Asterisk prompts,
 espeak-ng Wesnoth sentences, Wesnoth text) from Debian packages; see ``egs/mini/README.md``.
-``stk corpus covost2`` and ``stk corpus voxpopuli`` turn a downloaded CoVoST 2 / VoxPopuli tree
-into Kaldi data dirs (``stk.corpora.covost2``, ``stk.corpora.voxpopuli``).
+``stk corpus covost2``, ``voxpopuli``, ``librispeech``, ``minds14`` and ``fleurs`` turn a downloaded
+corpus tree into Kaldi data dirs (``stk.corpora.<name>``'s ``prepare_<name>``).
 """
 
 from __future__ import annotations
@@ -193,13 +193,103 @@ def voxpopuli(
     _print_summary(rows, f"VoxPopuli {','.join(lang_list)} in {out}: {time.time() - t0:.1f} s")
 
 
+def _run_prepare(verbose: bool, title: Callable[[float], str], fn: Callable[..., list]) -> None:
+    """Run a ``prepare_<corpus>`` call ``fn(track)`` with stk's logging and progress bars; print its
+    summary table (``title(seconds)``), or the error naming the file and exit 1."""
+    err, handler = _setup_logging(verbose)
+    t0 = time.time()
+    try:
+        with _progress_bars(err) as track:
+            rows = fn(track)
+    except (ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+    _print_summary(rows, title(time.time() - t0))
+
+
+def librispeech(
+    corpus_dir: Path = typer.Option(
+        ..., "--corpus-dir", help="LibriSpeech dir (or its parent): <dir>/<part>/<spk>/<chapter>/*.flac, SPEAKERS.TXT."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output dir: OUT/<part> Kaldi data dirs (dev_clean, train_clean_100, ...)."),
+    parts: Optional[str] = typer.Option(
+        None, "--parts", help="Comma-separated parts (dev-clean,test-other,train-clean-100,...); default: all present."
+    ),
+    nj: int = typer.Option(min(2, os.cpu_count() or 1), "--nj", min=1, help="Threads reading flac headers."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (lists every skipped row)."),
+) -> None:
+    """LibriSpeech ASR parts (flac, transcripts, SPEAKERS.TXT genders) as Kaldi data dirs."""
+    from stk.corpora.librispeech import prepare_librispeech
+
+    part_list = _split_list(parts, "part") if parts is not None else None
+    _run_prepare(verbose, lambda s: f"LibriSpeech in {out}: {s:.1f} s",
+                 lambda track: prepare_librispeech(corpus_dir, out, parts=part_list, nj=nj, progress=track))
+
+
+def minds14(
+    corpus_dir: Path = typer.Option(
+        ..., "--corpus-dir", help="MInDS-14 dir: <dir>/text/<locale>.csv and <dir>/audio/<locale>~<INTENT>/*.wav."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output dir: OUT/{train,dev,test} (utt2intent) and OUT/wav/minds14/."),
+    locales: Optional[str] = typer.Option(
+        None, "--locales", help="Comma-separated locales (en-US,fr-FR,...); default: all present."
+    ),
+    fractions: str = typer.Option("0.3,0.2,0.5", "--fractions", help="train,dev,test shares of each (locale, intent)."),
+    convert: bool = typer.Option(
+        True, "--convert/--no-convert", help="Resample the 8 kHz wavs to 16 kHz (default) or list them."
+    ),
+    nj: int = typer.Option(min(2, os.cpu_count() or 1), "--nj", min=1, help="Parallel resampling jobs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (lists every skipped row)."),
+) -> None:
+    """MInDS-14 spoken intent detection (14 intents, 14 locales) with utt2intent labels."""
+    from stk.corpora.minds14 import prepare_minds14
+
+    loc = _split_list(locales, "locale") if locales is not None else None
+    try:
+        shares = [float(x) for x in _split_list(fractions, "fraction")]
+    except ValueError:
+        raise typer.BadParameter(f"--fractions: expected three numbers, got {fractions!r}") from None
+    _run_prepare(verbose, lambda s: f"MInDS-14 in {out}: {s:.1f} s",
+                 lambda track: prepare_minds14(corpus_dir, out, locales=loc, fractions=shares, convert=convert,
+                                               nj=nj, progress=track))
+
+
+def fleurs(
+    corpus_dir: Path = typer.Option(
+        ..., "--corpus-dir", help="FLEURS data dir: <dir>/<lang>/<split>.tsv and <dir>/<lang>/audio/<split>/*.wav."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output dir: OUT/<split> Kaldi data dirs (utt2lang for language ID)."),
+    langs: Optional[str] = typer.Option(
+        None, "--langs", help="Comma-separated FLEURS codes (en_us,fr_fr,...); default: all present."
+    ),
+    splits: str = typer.Option("train,dev,test", "--splits", help="Comma-separated splits (train,dev,test)."),
+    raw_text: bool = typer.Option(False, "--raw-text", help="Use the raw transcription (cased, punctuated)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (lists every skipped row)."),
+) -> None:
+    """FLEURS read speech (ASR text and language-ID labels in utt2lang)."""
+    from stk.corpora.fleurs import prepare_fleurs
+
+    lang_list = _split_list(langs, "language") if langs is not None else None
+    split_list = _split_list(splits, "split")
+    _run_prepare(verbose, lambda s: f"FLEURS in {out}: {s:.1f} s",
+                 lambda track: prepare_fleurs(corpus_dir, out, langs=lang_list, splits=split_list,
+                                              text_field="raw_transcription" if raw_text else "transcription"))
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``corpus`` command group (``stk corpus mini|covost2|voxpopuli``) to ``app``."""
+    """Add the ``corpus`` command group (``stk corpus mini|covost2|voxpopuli|librispeech|minds14|fleurs``) to ``app``."""
     corpus_app = typer.Typer(
-        help="Build corpora from offline sources (Debian packages) or prepare downloaded ones (CoVoST 2, VoxPopuli).",
+        help="Build corpora from offline sources (Debian packages) or prepare downloaded ones "
+        "(CoVoST 2, VoxPopuli, LibriSpeech, MInDS-14, FLEURS).",
         no_args_is_help=True,
     )
     corpus_app.command("mini")(mini)
     corpus_app.command("covost2")(covost2)
     corpus_app.command("voxpopuli")(voxpopuli)
+    corpus_app.command("librispeech")(librispeech)
+    corpus_app.command("minds14")(minds14)
+    corpus_app.command("fleurs")(fleurs)
     app.add_typer(corpus_app, name="corpus")
