@@ -27,7 +27,8 @@
 # ${cuda_cmd} and runs bin/stk-torchrun. With the slurm backend, --nodes N asks for N
 # nodes with one task each and starts stk-torchrun on every node through srun; torchrun's
 # c10d rendezvous meets on the job's first node (NCCL between GPUs):
-#   cmd_backend=slurm ./run.sh --nnodes 2 --nproc-per-node 8    # 16 GPUs in one job
+#   nnodes=2 nproc_per_node=8 cmd_backend=slurm ./run.sh    # 16 GPUs in one job
+# (or ./run.sh --nnodes 2 --nproc-per-node 8 where run.sh declares nnodes/nproc_per_node)
 # Give cuda_cmd CPUs for P processes and their data-loader workers (--num-threads).
 # The local backend runs one node (--nodes > 1 is an error there).
 

@@ -12,7 +12,8 @@
 #                   (one GPU per process; the local backend ignores --gpu)
 #   nnodes          nodes (default 1); > 1: `${cuda_cmd} --nodes ${nnodes}` (the Slurm backend runs
 #                   stk-torchrun once per node through srun; c10d rendezvous on the job's first node)
-# e.g. cmd_backend=slurm ./run.sh --nnodes 4 --nproc-per-node 8   # 32 GPUs, one Slurm job
+# e.g. nnodes=4 nproc_per_node=8 cmd_backend=slurm ./run.sh   # 32 GPUs, one Slurm job (a recipe may
+# also declare nnodes/nproc_per_node as run.sh options: --nnodes 4 --nproc-per-node 8)
 stk_train() {
   local conf=$1 dir=$2 launcher=(stk) opts=()
   local nnodes=${nnodes:-1} per_node=${nproc_per_node:-${nproc:-1}}
