@@ -196,3 +196,70 @@ def test_cli(tmp_path):
     res = CliRunner().invoke(app, ["corpus", "fleurs", "--corpus-dir", str(root), "--out", str(tmp_path / "fo"),
                                    "--langs", "xx_xx"])
     assert res.exit_code == 1 and "language dir not found" in " ".join(res.output.split())
+
+
+CLS_CONFIG = """
+model:
+  name: classifier
+  conf:
+    encoder:
+      name: conformer
+      conf: {{d_model: 32, num_heads: 4, ffn_dim: 64, num_layers: 1, kernel_size: 7, subsampling_channels: 16}}
+    label: {label}
+data:
+  tokenizer: {tok}
+  cmvn: {dump}/cmvn.json
+  label_vocab: {{{label}: [{labels}]}}
+  train:
+    paired: {{data_dir: {dump}/train, targets: {{}}, labels: {{{label}: utt2{label}}}, batch: {{max_frames: 4000}}}}
+  valid: {{data_dir: {dump}/dev, targets: {{}}, labels: {{{label}: utt2{label}}}, batch: {{max_frames: 20000}}}}
+optim: {{lr: 0.002, warmup_steps: 2}}
+trainer: {{max_epochs: 0, max_steps: 4, valid_interval_steps: 4, log_interval: 2, keep_nbest: 1, progress: false,
+          tensorboard: false}}
+"""
+
+
+@pytest.mark.recipe
+def test_prepared_dirs_train_the_classifiers(tmp_path, monkeypatch):
+    """The labels the mSLAM classification tasks read (``labels: {intent: utt2intent}``, ``{lang:
+    utt2lang}``, as egs/mini/mslam's finetune_cls.yaml) survive feature dumping and drive a classifier:
+    train a few steps, decode with ``--method classify``, score accuracy against the prepared labels."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from stk.cli import app
+
+    monkeypatch.setenv("STK_MODEL_STORE", str(tmp_path / "store"))
+    run = CliRunner().invoke
+    for name, label, prepare in (
+        ("minds14", "intent", lambda out: prepare_minds14(make_minds14(tmp_path / "m"), out)),
+        ("fleurs", "lang", lambda out: prepare_fleurs(make_fleurs(tmp_path / "f"), out)),
+    ):
+        data, dump, exp = tmp_path / name / "data", tmp_path / name / "dump", tmp_path / name / "exp"
+        prepare(data)
+        for x in ("train", "dev", "test"):
+            assert run(app, ["data", "fbank", str(data / x), str(dump / x)]).exit_code == 0
+            assert (dump / x / f"utt2{label}").read_text() == (data / x / f"utt2{label}").read_text()
+        assert run(app, ["data", "cmvn", str(dump / "train"), "--out", str(dump / "cmvn.json")]).exit_code == 0
+        tok = tmp_path / name / "char"
+        res = run(app, ["tokenizer", "train", str(data / "train/text"), "--out", str(tok), "--model-type", "char",
+                        "--vocab-size", "100"])
+        assert res.exit_code == 0, res.output
+        labels = sorted(set(read_kv(data / "train" / f"utt2{label}").values()))
+        cfg = tmp_path / name / "cls.yaml"
+        cfg.write_text(CLS_CONFIG.format(label=label, labels=", ".join(labels), tok=f"{tok}.model", dump=dump))
+        res = run(app, ["train", "--config", str(cfg), "--exp-dir", str(exp)])
+        assert res.exit_code == 0, res.output
+        res = run(app, ["package", str(exp), "--weights", str(exp / "checkpoints/last.pt"), "--out", str(exp / "pkg")])
+        assert res.exit_code == 0, res.output
+        hyp = exp / "hyp"
+        res = run(app, ["decode", str(data / "test"), "--model", str(exp / "pkg"), "--method", "classify",
+                        "--out", str(hyp)])
+        assert res.exit_code == 0, res.output
+        assert sorted(read_kv(hyp)) == sorted(read_kv(data / "test" / f"utt2{label}"))
+        assert set(read_kv(hyp).values()) <= set(labels)
+        res = run(app, ["score", "--metric", "acc", str(data / "test" / f"utt2{label}"), str(hyp),
+                        "--json", str(exp / "score.json")])
+        assert res.exit_code == 0, res.output
+        assert 0.0 <= json.loads((exp / "score.json").read_text())["acc"] <= 100.0
