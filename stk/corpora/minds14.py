@@ -111,8 +111,9 @@ def prepare_minds14(
         nj: parallel conversion jobs (threads).
         progress: progress callback (see :data:`stk.corpora.asterisk.ProgressFn`).
 
-    Returns one :class:`~stk.corpora.covost2.PreparedDir` per split. Raises ValueError naming the
-    missing file or dir, or a split left with no utterance.
+    Returns one :class:`~stk.corpora.covost2.PreparedDir` per split (rows are skipped before the
+    split, so the first one carries the skipped counts). Raises ValueError naming the missing file
+    or dir, or a split left with no utterance.
     """
     from stk.corpora.covost2 import _convert  # one resampling writer for every corpus
     from stk.data.audio import AudioError, read_audio_info
@@ -201,7 +202,7 @@ def prepare_minds14(
         validate_data_dir(d, check_audio=False)
         hours = sum(g[1] for g in got.values() if g) / 3600
         langs = ",".join(sorted({rows[u]["lang"] for u in utts}))
-        results.append(PreparedDir(split, langs, len(utts), len(utts), hours, counts if split == "train" else {}))
+        results.append(PreparedDir(split, langs, len(utts), len(utts), hours, {} if results else counts))
         log.info("minds14 %s: %d utterances, %d intents, %.2f h -> %s", split, len(utts),
                  len({rows[u]["intent"] for u in utts}), hours, d)
     return results
