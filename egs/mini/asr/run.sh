@@ -24,6 +24,7 @@ extra_voices=false   # stage 0: also train on the corpus's voices_train (flite/F
 speed_perturb=       # stage 0: speed factors of the training set, e.g. 0.9,1.0,1.1 (Kaldi/ESPnet; empty: off)
 add_noise=           # stage 0: add a noisy copy of the training set: babble | white | pink | brown (empty: off)
 noise_snr=5:20       # its SNR range in dB
+train_opts=          # extra stk train overrides, e.g. 'model.conf.specaug={}' (SpecAugment, stk's defaults: 2 freq masks of <= 27 bins, 2 time masks of <= 5 %)
 package_name=        # model-store name of stage 4 (default: mini-asr; mini-asr-<augmentation> for an augmented run)
 test_sets="synth_test real_test pico_test"  # pico_test: held-out TTS engine, only where pico2wave is installed (local/install_pico.sh)
 nj=1                 # parallel decoding jobs per test set (split, ${decode_cmd} JOB=1:nj, merge)
@@ -113,7 +114,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   launcher="stk"
   [ "${nproc}" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node ${nproc} -m stk.cli"
   ${cuda_cmd} ${exp}/log/train.log ${launcher} train --config ${train_config} --exp-dir ${exp} \
-    data.tokenizer=${tok}.model data.cmvn=${cmvn} data.train.paired.data_dir=dump/${train_set}
+    data.tokenizer=${tok}.model data.cmvn=${cmvn} data.train.paired.data_dir=dump/${train_set} ${train_opts}
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
