@@ -4,15 +4,16 @@ A **units model** is a directory::
 
     units.json               UnitsInfo: features (mfcc | hubert), layer, rate (frames/s), k, dim,
                              sha256 of the feature model's weights, how it was fitted
-    centroids.safetensors    {"centroids": (k, dim) float32}
+    centroids.safetensors    {"centroids": (k, dim) float32[, "mean", "std": (dim,) with standardize]}
     feature_model/           the HuBERT package whose layer is clustered (features: hubert only)
 
 Nothing in it is a pickle: the centroids are a safetensors tensor, the rest JSON/YAML. Loading
 checks that the centroids have ``k`` rows of the feature dimension and that the feature model's
 weights have the recorded sha256, so a units model never silently clusters other features.
 
-- :func:`fit_units` samples frames of a data dir (MFCC + Δ + ΔΔ, or a HuBERT layer), fits
-  scikit-learn's ``MiniBatchKMeans`` (k-means++ init, as the HuBERT recipe) and writes the model.
+- :func:`fit_units` samples frames of one or more data dirs (MFCC + Δ + ΔΔ, or a HuBERT layer),
+  optionally in equal shares per data dir or speaker (``balance``) and standardised per dimension,
+  fits scikit-learn's ``MiniBatchKMeans`` (k-means++ init, as the HuBERT recipe) and writes the model.
 - :func:`dump_units` writes ``utt-id u1 u2 …`` (``units``) and, deduplicated, the run length of
   each kept unit (``units.dur``). **Bad input policy**: an utterance whose audio is missing or
   unreadable, or too short for one unit frame, is skipped and named in the log and in
@@ -20,7 +21,7 @@ weights have the recorded sha256, so a units model never silently clusters other
   with an error naming it with ``bad_input="fail"``.
 - :func:`stk.units_quality.evaluate_units` compares frame units with frame labels from a CTC forced alignment
   (``stk align``'s ``durations``): cluster purity, label (char) purity and PNMI as in the HuBERT
-  paper, with 95 % (basic) bootstrap intervals over utterances, plus units/s after dedup and the code
+  paper, with 95 % jackknife intervals over utterances, plus units/s after dedup and the code
   perplexity.
 
 Frame rates: MFCC frames are 100/s and HuBERT frames 50/s (stride 2 on 10 ms fbank); features are
@@ -49,6 +50,7 @@ CENTROIDS = "centroids.safetensors"
 FEATURE_MODEL = "feature_model"
 RATES = (50, 25)
 BadInput = Literal["skip", "fail"]
+Balance = Literal["none", "dir", "speaker"]
 
 
 class UnitsModelError(ValueError):
@@ -71,6 +73,8 @@ class UnitsInfo:
     inertia: float = 0.0
     seed: int = 0
     cmn: bool = False  # features mean-normalised per utterance before clustering
+    balance: str = "none"  # how the fit sample was shared: none | dir | speaker (see sample_frames)
+    standardize: bool = False  # features scaled per dimension (mean/std in the centroids file) before k-means
 
 
 def parse_features(spec: str) -> tuple[str, str | None, int | None]:
@@ -281,10 +285,15 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 class UnitsModel:
     """A loaded units model: ``info``, ``centroids (k, dim)``, ``extractor``; ``units(feats)`` assigns."""
 
-    def __init__(self, path: Path, info: UnitsInfo, centroids: torch.Tensor, extractor: Any) -> None:
+    def __init__(self, path: Path, info: UnitsInfo, centroids: torch.Tensor, extractor: Any,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         self.path, self.info, self.centroids, self.extractor = path, info, centroids, extractor
+        self.mean, self.std = mean, std
 
     def units(self, feats: torch.Tensor) -> torch.Tensor:
+        """Nearest centroid of each frame ``(T, D) -> (T,)`` (standardised first if the model was)."""
+        if self.mean is not None and self.std is not None and feats.size(-1) == self.mean.numel():
+            feats = (feats.float() - self.mean) / self.std
         return assign(feats, self.centroids)
 
 
@@ -314,11 +323,17 @@ def load_units_model(name_or_dir: str | Path, device: str = "cpu") -> UnitsModel
         raise UnitsModelError(f"{path / UNITS_JSON}: {e}") from None
     if not (path / CENTROIDS).exists():
         raise UnitsModelError(f"{path}: {CENTROIDS} is missing")
-    c = load_file(str(path / CENTROIDS)).get("centroids")
+    tensors = load_file(str(path / CENTROIDS))
+    c = tensors.get("centroids")
     if c is None or c.dim() != 2:
         raise UnitsModelError(f"{path / CENTROIDS}: no (k, dim) tensor named 'centroids'")
     if tuple(c.shape) != (info.k, info.dim):
         raise UnitsModelError(f"{path}: centroids are {tuple(c.shape)}, {UNITS_JSON} says k={info.k}, dim={info.dim}")
+    mean, std = tensors.get("mean"), tensors.get("std")
+    if info.standardize and (mean is None or std is None or mean.shape != (info.dim,) or std.shape != (info.dim,)
+                             or bool((std <= 0).any())):
+        raise UnitsModelError(f"{path / CENTROIDS}: {UNITS_JSON} says standardize, but there is no (dim,) 'mean' "
+                              "and positive 'std'")
     if info.features == "mfcc":
         ext: Any = MfccExtractor()
     elif info.features == "hubert":
@@ -339,7 +354,10 @@ def load_units_model(name_or_dir: str | Path, device: str = "cpu") -> UnitsModel
     if ext.dim != info.dim:
         raise UnitsModelError(f"{path}: the {info.features} features have dimension {ext.dim}, the centroids {info.dim}")
     _pool_factor(ext.native_rate, info.rate)
-    return UnitsModel(path, info, c.float().to(device), ext)
+    if not info.standardize:
+        mean = std = None
+    return UnitsModel(path, info, c.float().to(device), ext,
+                      None if mean is None else mean.float().to(device), None if std is None else std.float().to(device))
 
 
 def make_extractor(features: str, device: str = "cpu") -> Any:
@@ -347,46 +365,97 @@ def make_extractor(features: str, device: str = "cpu") -> Any:
     return MfccExtractor() if kind == "mfcc" else HubertExtractor(pkg, layer, device=device)
 
 
-def sample_frames(extractor: Any, data_dir: str | Path, *, rate: int, max_frames: int, seed: int = 0,
-                  batch_frames: int = 20000, cmn: bool = False) -> np.ndarray:
-    """Up to ``max_frames`` feature frames from a random subset of the utterances (all frames of each)."""
-    d = load_data_dir(data_dir)
-    utts = list(d.utt_ids)
+def _sample_groups(data_dirs: list[Path], balance: Balance) -> list[list[tuple[Path, str]]]:
+    """The groups of ``(data dir, utterance)`` that share the frame sample equally: one (all dirs
+    pooled), one per data dir, or one per (data dir, speaker)."""
+    if balance not in ("none", "dir", "speaker"):
+        raise ValueError(f"balance must be none, dir or speaker, got {balance!r}")
+    groups: list[list[tuple[Path, str]]] = []
+    for p in data_dirs:
+        d = load_data_dir(p)
+        if balance == "speaker":
+            by_spk: dict[str, list[tuple[Path, str]]] = {}
+            for u in d.utt_ids:
+                by_spk.setdefault(d.utt2spk.get(u, u) if d.utt2spk else u, []).append((p, u))
+            groups += [by_spk[s] for s in sorted(by_spk)]
+        else:
+            groups.append([(p, u) for u in d.utt_ids])
+    return [[x for g in groups for x in g]] if balance == "none" else groups
+
+
+def sample_frames(extractor: Any, data_dir: str | Path | list[str | Path], *, rate: int, max_frames: int,
+                  seed: int = 0, batch_frames: int = 20000, cmn: bool = False, balance: Balance = "none",
+                  ) -> np.ndarray:
+    """Up to ``max_frames`` feature frames (all frames of random utterances, then a random subset).
+
+    ``data_dir`` may be several data dirs. ``balance``: ``none`` samples utterances of all of them
+    pooled (a source with more audio gets more frames), ``dir`` gives every data dir an equal share
+    ``max_frames / len(dirs)`` (e.g. recorded and synthetic speech, so k-means does not spend its
+    centroids on the larger one), ``speaker`` an equal share to every speaker (``utt2spk``) of every
+    dir. A group with fewer frames than its share gives all it has.
+    """
+    dirs = [Path(x) for x in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
+    if not dirs:
+        raise ValueError("no data dir to sample frames from")
+    groups = _sample_groups(dirs, balance)
+    share = max_frames // len(groups)
+    if share < 1:
+        raise ValueError(f"max_frames {max_frames} is less than one frame per sample group ({len(groups)} groups)")
+    durs = {p: read_kv(p / "utt2dur") if (p / "utt2dur").exists() else None for p in dirs}
     rng = np.random.default_rng(seed)
-    rng.shuffle(utts)
-    dur = read_kv(Path(data_dir) / "utt2dur") if (Path(data_dir) / "utt2dur").exists() else None
-    if dur is not None:  # read only as many utterances as the frame budget needs
-        total, keep = 0.0, []
-        for u in utts:
-            keep.append(u)
-            total += float(dur.get(u, 0.0)) * rate
-            if total >= max_frames * 1.1:
-                break
-        utts = keep
-    chunks, n = [], 0
-    for _, f in iter_features(extractor, data_dir, rate=rate, utts=utts, batch_frames=batch_frames, cmn=cmn):
-        chunks.append(f.numpy())
-        n += f.size(0)
+    chunks = []
+    for group in groups:
+        order = rng.permutation(len(group))
+        by_dir: dict[Path, list[str]] = {}
+        total = 0.0
+        for i in order:  # read only as many utterances as the share needs (where utt2dur says)
+            p, u = group[i]
+            by_dir.setdefault(p, []).append(u)
+            if durs[p] is not None:
+                total += float(durs[p].get(u, 0.0)) * rate
+                if total >= share * 1.1:
+                    break
+        part = [f.numpy() for p, us in by_dir.items()
+                for _, f in iter_features(extractor, p, rate=rate, utts=us, batch_frames=batch_frames, cmn=cmn)]
+        if not part:
+            log.warning("%s: no usable utterance in a sample group of %d", ", ".join(map(str, by_dir)), len(group))
+            continue
+        x = np.concatenate(part)
+        if x.shape[0] > share:
+            x = x[rng.choice(x.shape[0], share, replace=False)]
+        chunks.append(x)
     if not chunks:
-        raise DataDirError(f"{data_dir}: no usable utterance to fit on")
-    x = np.concatenate(chunks)
-    if x.shape[0] > max_frames:
-        x = x[rng.choice(x.shape[0], max_frames, replace=False)]
-    return x
+        raise DataDirError(f"{', '.join(map(str, dirs))}: no usable utterance to fit on")
+    return np.concatenate(chunks)
 
 
-def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, rate: int = 50,
-              max_frames: int = 100000, seed: int = 0, device: str = "cpu", cmn: bool = False) -> UnitsInfo:
-    """Fit k-means on frames of ``data_dir`` and write the units model ``out`` (atomically)."""
+def fit_units(data_dir: str | Path | list[str | Path], *, features: str, k: int, out: str | Path, rate: int = 50,
+              max_frames: int = 100000, seed: int = 0, device: str = "cpu", cmn: bool = False,
+              balance: Balance = "none", standardize: bool = False) -> UnitsInfo:
+    """Fit k-means on frames of ``data_dir`` (one or several data dirs, sampled as ``balance`` says,
+    see :func:`sample_frames`) and write the units model ``out`` (atomically).
+
+    ``standardize``: scale every feature dimension to zero mean and unit variance over the sample
+    before k-means (the mean and standard deviation are kept in the centroids file and applied by
+    :meth:`UnitsModel.units`); the HuBERT paper clusters raw features.
+    """
     from safetensors.torch import save_file
 
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k}")
     kind, pkg, layer = parse_features(features)
     ext = make_extractor(features, device)
-    x = sample_frames(ext, data_dir, rate=rate, max_frames=max_frames, seed=seed, cmn=cmn)
-    log.info("%s: fitting k-means (k=%d) on %d %s frames of dimension %d at %d/s", data_dir, k, x.shape[0],
-             features, x.shape[1], rate)
+    dirs = [Path(x) for x in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
+    x = sample_frames(ext, dirs, rate=rate, max_frames=max_frames, seed=seed, cmn=cmn, balance=balance)
+    tensors: dict[str, torch.Tensor] = {}
+    if standardize:
+        mean, std = x.mean(0), x.std(0)
+        std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        x = (x - mean) / std
+        tensors.update(mean=torch.from_numpy(mean.astype(np.float32)), std=torch.from_numpy(std))
+    log.info("%s: fitting k-means (k=%d) on %d %s frames of dimension %d at %d/s (balance %s%s)",
+             ", ".join(map(str, dirs)), k, x.shape[0], features, x.shape[1], rate, balance,
+             ", standardised" if standardize else "")
     c, inertia = fit_kmeans(x, k, seed=seed)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -397,9 +466,10 @@ def fit_units(data_dir: str | Path, *, features: str, k: int, out: str | Path, r
         shutil.copytree(ext.lm.path, tmp / FEATURE_MODEL)
         sha = file_sha256(tmp / FEATURE_MODEL / "model.safetensors")
     info = UnitsInfo(features=kind, k=k, dim=int(x.shape[1]), rate=rate, layer=layer, feature_model_sha256=sha,
-                     feature_model_source=str(pkg) if pkg else None, fit_data=str(data_dir), fit_frames=int(x.shape[0]),
-                     inertia=inertia, seed=seed, cmn=cmn)
-    save_file({"centroids": torch.from_numpy(c)}, str(tmp / CENTROIDS))
+                     feature_model_source=str(pkg) if pkg else None, fit_data=",".join(map(str, dirs)),
+                     fit_frames=int(x.shape[0]), inertia=inertia, seed=seed, cmn=cmn, balance=balance,
+                     standardize=standardize)
+    save_file({"centroids": torch.from_numpy(c), **tensors}, str(tmp / CENTROIDS))
     atomic_write_text(tmp / UNITS_JSON, json.dumps(dataclasses.asdict(info), indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

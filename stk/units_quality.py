@@ -1,8 +1,10 @@
 """Unit quality: HuBERT's cluster purity, label (char/phone) purity and PNMI against frame labels.
 
-Frame labels come from a CTC forced alignment (``stk align``'s ``durations``); intervals are basic
-bootstrap 95 % intervals over utterances (:func:`evaluate_units`), and two systems are compared
-on the same resamples (:func:`compare_units`). The units themselves: :mod:`stk.units`.
+Frame labels come from a CTC forced alignment (``stk align``'s ``durations``); intervals are
+delete-one jackknife 95 % intervals over utterances (:func:`jackknife_ci`), and two systems are
+compared leaving the same utterance out of both (:func:`compare_units`). (A bootstrap resample
+repeats utterances, which inflates the plug-in mutual information, so its basic interval fell
+below the estimate; the jackknife repeats none.) The units themselves: :mod:`stk.units`.
 """
 
 from __future__ import annotations
@@ -97,34 +99,43 @@ def _utt_counts(labels: dict[str, list[str]], codes: dict[str, list[int]], vocab
     return np.stack(rows)
 
 
-def _bootstrap(flats: list[np.ndarray], shapes: list[tuple[int, int]], bootstrap: int,
-               seed: int) -> list[list[dict[str, float]]]:
-    """Quality measures of ``bootstrap`` resamples of the utterances (the same resample for every
-    system; system ``i``'s per-utterance counts ``flats[i]`` reshape to ``shapes[i]``)."""
-    rng = np.random.default_rng(seed)
+def _jackknife(flats: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[list[dict[str, float]]]:
+    """Quality measures with each utterance left out in turn (delete-one jackknife; the same
+    utterance left out of every system, so differences stay paired): system ``i``'s per-utterance
+    counts ``flats[i]`` ``(n, L·k)`` reshape to ``shapes[i]``."""
     n = flats[0].shape[0]
+    totals = [f.sum(0) for f in flats]
     out: list[list[dict[str, float]]] = [[] for _ in flats]
-    for _ in range(bootstrap):
-        w = np.bincount(rng.integers(0, n, n), minlength=n)
-        for i, (f, shape) in enumerate(zip(flats, shapes)):
-            out[i].append(quality_from_counts((w @ f).reshape(shape)))
+    for j in range(n):
+        for i, (f, t, shape) in enumerate(zip(flats, totals, shapes)):
+            out[i].append(quality_from_counts((t - f[j]).reshape(shape)))
     return out
 
 
-def _basic_ci(estimate: float, samples: list[float]) -> list[float]:
-    """Basic bootstrap 95 % interval ``[2θ − q97.5, 2θ − q2.5]``: it corrects the upward bias of the
-    plug-in mutual information on resamples (which repeat utterances), so it can lie below θ."""
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return [float(2 * estimate - hi), float(2 * estimate - lo)]
+def jackknife_ci(estimate: float, leave_one_out: list[float] | np.ndarray, z: float = 1.959964) -> dict[str, Any]:
+    """Delete-one jackknife over utterances: standard error ``√((n−1)/n · Σ(θ₍ᵢ₎ − θ̄)²)``, the 95 %
+    normal interval ``θ ± 1.96 se`` (it always contains θ) and the jackknife estimate of the
+    plug-in bias ``(n−1)(θ̄ − θ)``.
+
+    No utterance is repeated, unlike a bootstrap resample, so the upward bias of the plug-in mutual
+    information on a resample with duplicates does not shift the interval.
+    """
+    t = np.asarray(leave_one_out, dtype=np.float64)
+    n = t.size
+    if n < 2:
+        raise ValueError("the jackknife needs at least 2 utterances")
+    se = float(np.sqrt((n - 1) / n * ((t - t.mean()) ** 2).sum()))
+    return {"ci95": [estimate - z * se, estimate + z * se], "se": se, "bias": float((n - 1) * (t.mean() - estimate))}
 
 
 def evaluate_units(um: UnitsModel, data_dir: str | Path, *, rate: int | None = None,
                    durations: str | Path | None = None, tokenizer: str | Path | None = None,
-                   bootstrap: int = 200, seed: int = 0, codes_out: str | Path | None = None) -> dict[str, Any]:
+                   intervals: bool = True, codes_out: str | Path | None = None) -> dict[str, Any]:
     """Unit quality of ``um`` on ``data_dir`` against CTC-alignment frame labels (see the module docstring).
 
     ``codes_out``: also write the frame units (not deduplicated) of the evaluated utterances, for
-    :func:`compare_units`.
+    :func:`compare_units`. ``intervals``: add ``KEY_ci95`` (95 %), ``KEY_se`` and
+    ``KEY_jackknife_bias`` for each measure (:func:`jackknife_ci`).
     """
     rate = rate or um.info.rate
     labels = frame_labels(data_dir, rate, durations, tokenizer)
@@ -145,21 +156,23 @@ def evaluate_units(um: UnitsModel, data_dir: str | Path, *, rate: int | None = N
     k = um.info.k
     flat = _utt_counts(labels, codes, vocab, k, utts)
     res: dict[str, Any] = quality_from_counts(flat.sum(0).reshape(len(vocab), k))
-    if bootstrap > 0:
-        boot = _bootstrap([flat], [(len(vocab), k)], bootstrap, seed)[0]
+    if intervals and len(utts) > 1:
+        loo = _jackknife([flat], [(len(vocab), k)])[0]
         for key in QUALITY_KEYS:
-            res[f"{key}_ci95"] = _basic_ci(res[key], [b[key] for b in boot])
+            j = jackknife_ci(res[key], [x[key] for x in loo])
+            res[f"{key}_ci95"], res[f"{key}_se"], res[f"{key}_jackknife_bias"] = j["ci95"], j["se"], j["bias"]
+        res["interval"] = "delete-one jackknife over utterances, estimate ± 1.96 se"
     res.update(units_per_second=n_units / (n_frames / rate), num_utts=len(utts), num_labels=len(vocab), k=k,
                rate=rate, features=um.info.features, layer=um.info.layer, model=str(um.path))
     return res
 
 
 def compare_units(data_dir: str | Path, codes_a: str | Path, codes_b: str | Path, *, rate: int,
-                  durations: str | Path | None = None, tokenizer: str | Path | None = None, bootstrap: int = 1000,
-                  seed: int = 0) -> dict[str, Any]:
+                  durations: str | Path | None = None, tokenizer: str | Path | None = None) -> dict[str, Any]:
     """Paired comparison of two systems' frame units (``evaluate_units(codes_out=…)`` files at ``rate``)
-    on the utterances both have: each measure for A and B and ``B − A`` with a paired basic
-    bootstrap 95 % interval over utterances (an interval that excludes 0 is a difference)."""
+    on the utterances both have: each measure for A and B and ``B − A`` with a paired delete-one
+    jackknife 95 % interval over utterances (the same utterance left out of both systems; an
+    interval that excludes 0 is a difference)."""
     labels = frame_labels(data_dir, rate, durations, tokenizer)
     ca, cb = read_int_file(codes_a), read_int_file(codes_b)
     utts = sorted(set(ca) & set(cb) & set(labels))
@@ -172,10 +185,13 @@ def compare_units(data_dir: str | Path, codes_a: str | Path, codes_b: str | Path
     fa, fb = _utt_counts(labels, ca, vocab, ka, utts), _utt_counts(labels, cb, vocab, kb, utts)
     qa = quality_from_counts(fa.sum(0).reshape(len(vocab), ka))
     qb = quality_from_counts(fb.sum(0).reshape(len(vocab), kb))
-    boot_a, boot_b = _bootstrap([fa, fb], [(len(vocab), ka), (len(vocab), kb)], bootstrap, seed)
-    res: dict[str, Any] = {"num_utts": len(utts), "a": str(codes_a), "b": str(codes_b)}
+    if len(utts) < 2:
+        raise DataDirError(f"{data_dir}: a paired comparison needs at least 2 utterances in common")
+    loo_a, loo_b = _jackknife([fa, fb], [(len(vocab), ka), (len(vocab), kb)])
+    res: dict[str, Any] = {"num_utts": len(utts), "a": str(codes_a), "b": str(codes_b),
+                           "interval": "paired delete-one jackknife over utterances, estimate ± 1.96 se"}
     for key in QUALITY_KEYS:
         d = qb[key] - qa[key]
-        diffs = [b[key] - a[key] for a, b in zip(boot_a, boot_b)]
-        res[key] = {"a": qa[key], "b": qb[key], "b_minus_a": d, "ci95": _basic_ci(d, diffs)}
+        j = jackknife_ci(d, [b[key] - a[key] for a, b in zip(loo_a, loo_b)])
+        res[key] = {"a": qa[key], "b": qb[key], "b_minus_a": d, "ci95": j["ci95"], "se": j["se"]}
     return res

@@ -96,3 +96,29 @@ def test_training_lowers_the_loss_on_learnable_targets():
         losses.append(out["loss"].item())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     assert out["stats"]["masked_frames"] > 0.2
+
+
+def test_utterance_cmvn_removes_each_utterances_channel():
+    """utterance_cmvn: a per-bin gain and offset on one utterance (another channel) leaves its
+    features unchanged, padding does not leak into the statistics, and the other utterance is untouched."""
+    from stk.models.hubert import utterance_cmvn
+
+    torch.manual_seed(0)
+    model = tiny(encoder={"d_model": 16, "num_heads": 2, "ffn_dim": 32, "num_layers": 2, "kernel_size": 3,
+                          "dropout": 0.0, "utterance_cmvn": True}).eval()
+    feats, lens = torch.randn(2, 40, 12), torch.tensor([40, 26])
+    n = utterance_cmvn(feats, lens)
+    assert torch.allclose(n[1, :26].mean(0), torch.zeros(12), atol=1e-5)
+    assert torch.allclose(n[1, :26].std(0, unbiased=False), torch.ones(12), atol=1e-3)
+    assert (n[1, 26:] == 0).all()
+    other = feats.clone()
+    other[1, :26] = other[1, :26] * torch.linspace(0.5, 3.0, 12) + torch.linspace(-4.0, 4.0, 12)
+    other[1, 26:] = 100.0  # padding
+    with torch.no_grad():
+        a, _ = model.extract(feats, lens, 2)
+        b, _ = model.extract(other, lens, 2)
+    assert torch.allclose(a[1, :13], b[1, :13], atol=1e-4) and torch.allclose(a[0], b[0])
+    plain = tiny().eval()
+    with torch.no_grad():
+        c, _ = plain.extract(other, lens, 2)
+    assert not torch.allclose(c[1, :13], plain.extract(feats, lens, 2)[0][1, :13], atol=1e-2)

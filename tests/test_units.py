@@ -190,3 +190,73 @@ def test_hubert_units_model_detects_a_changed_feature_model(tmp_path):
     save_file(state, str(w))
     with pytest.raises(U.UnitsModelError, match="sha256"):
         U.load_units_model(out)
+
+
+def test_balanced_frame_sample_per_dir_and_speaker(tmp_path):
+    """--balance dir: each data dir gets max_frames / N frames (a smaller dir gives all it has);
+    speaker: each speaker of each dir an equal share; none: utterances pooled."""
+    big = make_data_dir(tmp_path / "big", n=8)  # 0.6 .. 1.3 s: 30 .. 65 frames at 50/s, 380 in all
+    small = make_data_dir(tmp_path / "small", n=2)  # 30 + 35 = 65 frames
+    ext = U.MfccExtractor()
+    groups = U._sample_groups([big, small], "speaker")
+    assert [sorted({p.parent.name for p, _ in g}) for g in groups] == [["big"], ["big"], ["small"], ["small"]]
+    assert sorted(len(g) for g in groups) == [1, 1, 4, 4]
+    assert len(U._sample_groups([big, small], "none")) == 1 and len(U._sample_groups([big, small], "dir")) == 2
+    n_small = sum(f.size(0) for _, f in U.iter_features(ext, small, rate=50))
+    assert n_small < 100
+    x_dir = U.sample_frames(ext, [big, small], rate=50, max_frames=200, balance="dir")
+    assert x_dir.shape == (100 + n_small, 39)  # 100 from big, all of small
+    x_none = U.sample_frames(ext, [big, small], rate=50, max_frames=200, balance="none")
+    assert x_none.shape == (200, 39)
+    # every row of the small dir is in the balanced sample (it had fewer frames than its share)
+    small_rows = np.concatenate([f.numpy() for _, f in U.iter_features(ext, small, rate=50)])
+    assert all(np.isclose(x_dir, r).all(1).any() for r in small_rows)
+    with pytest.raises(ValueError, match="balance must be"):
+        U.sample_frames(ext, [big], rate=50, max_frames=10, balance="lang")
+
+
+def test_standardized_units_model_applies_its_mean_and_std(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    d = make_data_dir(tmp_path, n=4)
+    out = tmp_path / "units_std"
+    info = U.fit_units([d], features="mfcc", k=4, out=out, max_frames=5000, balance="dir", standardize=True)
+    assert info.standardize and info.balance == "dir"
+    t = load_file(str(out / "centroids.safetensors"))
+    assert t["mean"].shape == (39,) and (t["std"] > 0).all()
+    um = U.load_units_model(out)
+    _, f = next(U.iter_features(um.extractor, d, rate=50))
+    assert um.units(f).tolist() == U.assign((f - t["mean"]) / t["std"], t["centroids"]).tolist()
+    # the standardised centroids differ from raw-feature ones: the option is not a no-op
+    assert um.units(f).tolist() != U.assign(f, t["centroids"]).tolist()
+    save_file({"centroids": t["centroids"]}, str(out / "centroids.safetensors"))
+    with pytest.raises(U.UnitsModelError, match="standardize"):
+        U.load_units_model(out)
+
+
+def test_jackknife_interval_contains_the_estimate_and_is_paired():
+    # a linear statistic: the jackknife standard error is the textbook s / sqrt(n)
+    x = np.random.default_rng(0).normal(size=50)
+    loo = (x.sum() - x) / (len(x) - 1)
+    j = Q.jackknife_ci(float(x.mean()), loo)
+    assert j["se"] == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)))
+    assert j["bias"] == pytest.approx(0.0, abs=1e-12)
+    # PNMI of weakly dependent labels/codes over 80 "utterances": the plug-in MI is biased upwards
+    # (positive jackknife bias estimate), and the interval is centred on the estimate (the old basic
+    # bootstrap interval lay below it)
+    rng = np.random.default_rng(1)
+    flats = []
+    for _ in range(80):
+        y = rng.integers(0, 6, 40)
+        z = np.where(rng.random(40) < 0.3, y, rng.integers(0, 10, 40))
+        flats.append(Q.contingency(y.tolist(), z.tolist(), 6, 10).ravel())
+    flat = np.stack(flats)
+    est = Q.quality_from_counts(flat.sum(0).reshape(6, 10))
+    loo_q = Q._jackknife([flat], [(6, 10)])[0]
+    j = Q.jackknife_ci(est["pnmi"], [q["pnmi"] for q in loo_q])
+    lo, hi = j["ci95"]
+    assert lo < est["pnmi"] < hi and hi - lo < 0.1 and j["bias"] > 0
+    # paired: the same utterance leaves both systems, so a system against itself differs by exactly 0
+    a, b = Q._jackknife([flat, flat], [(6, 10), (6, 10)])
+    d = Q.jackknife_ci(0.0, [qb["pnmi"] - qa["pnmi"] for qa, qb in zip(a, b)])
+    assert d["ci95"] == [0.0, 0.0]

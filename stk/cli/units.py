@@ -20,6 +20,12 @@ class Rate(str, enum.Enum):
     r25 = "25"
 
 
+class Balance(str, enum.Enum):
+    none = "none"
+    dir = "dir"
+    speaker = "speaker"
+
+
 class BadInputPolicy(str, enum.Enum):
     skip = "skip"
     fail = "fail"
@@ -51,12 +57,14 @@ def _fail(e: Exception) -> None:
 
 @app.command()
 def fit(
-    data_dir: Annotated[Path, typer.Argument(help="Data dir (wav.scp) whose frames are clustered.")],
+    data_dirs: Annotated[list[Path], typer.Argument(help="Data dir(s) (wav.scp) whose frames are clustered.")],
     features: Annotated[str, typer.Option(help="mfcc (39-d MFCC+deltas) or hubert:PACKAGE:LAYER (a packaged HuBERT's layer; 0 = front end).")] = ...,
     k: Annotated[int, typer.Option("--k", min=2, help="Number of clusters (units).")] = 100,
     out: Annotated[Path, typer.Option(help="Units model directory to write.")] = ...,
     rate: Annotated[Rate, typer.Option(help="Unit frames per second (features are mean-pooled to it).")] = Rate.r50,
     max_frames: Annotated[int, typer.Option(min=1, help="Frames sampled (from random utterances) for the fit.")] = 100000,
+    balance: Annotated[Balance, typer.Option(help="How the frame sample is shared: none (utterances of all DATA_DIRS pooled), dir (max-frames/N from each of the N DATA_DIRS, e.g. recorded and synthetic speech), speaker (an equal share per speaker of utt2spk).")] = Balance.none,
+    standardize: Annotated[bool, typer.Option(help="Scale each feature dimension to zero mean, unit variance over the sample before k-means (kept in the model; dump and eval apply it).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the utterance sample and of k-means.")] = 0,
     cmn: Annotated[bool, typer.Option(help="Mean-normalise the features per utterance (kept in units.json; dump and eval apply it).")] = False,
     name: Annotated[str | None, typer.Option(help="Also publish the units model to the model store under this name.")] = None,
@@ -66,18 +74,23 @@ def fit(
     """Fit k-means (scikit-learn MiniBatchKMeans) on frames of DATA_DIR and write a units model.
 
     The model directory holds centroids.safetensors, units.json (features, layer, rate, k, the
-    feature model's sha256) and, for HuBERT features, a copy of the feature model; never a pickle.
+    feature model's sha256, how the sample was drawn) and, for HuBERT features, a copy of the
+    feature model; never a pickle. With several DATA_DIRS, --balance dir samples the same number
+    of frames from each, so that a smaller source (e.g. recorded next to synthetic speech) is not
+    left with a handful of centroids.
 
     Examples:\n
       stk units fit data/train --features mfcc --k 100 --out exp/units_mfcc\n
+      stk units fit data/real_train data/synth_train --balance dir --standardize --features mfcc --out exp/units_mfcc\n
       stk units fit data/train --features hubert:exp/hubert/package:4 --k 100 --out exp/units_hubert --name mini-hubert-units
     """
     _setup()
     from stk.units import fit_units, publish
 
     try:
-        info = fit_units(data_dir, features=features, k=k, out=out, rate=int(rate.value), max_frames=max_frames,
-                         seed=seed, device=device, cmn=cmn)
+        info = fit_units([str(d) for d in data_dirs], features=features, k=k, out=out, rate=int(rate.value),
+                         max_frames=max_frames, seed=seed, device=device, cmn=cmn, balance=balance.value,
+                         standardize=standardize)
         log.info("%s: k=%d on %d frames of %s, inertia/frame %.3f", out, info.k, info.fit_frames, features,
                  info.inertia / max(1, info.fit_frames))
         if name is not None:
@@ -140,8 +153,8 @@ def evaluate(
     """Unit quality against CTC forced-alignment frame labels: purity, PNMI, units/s, perplexity.
 
     Frame labels are the tokens (characters with a char tokenizer) of `stk align DATA_DIR`'s
-    durations. Prints cluster purity, label purity, PNMI (with 95 % bootstrap intervals over
-    utterances), units per second after dedup and the code perplexity.
+    durations. Prints cluster purity, label purity, PNMI (with a 95 % delete-one jackknife
+    interval over utterances), units per second after dedup and the code perplexity.
 
     Example:\n
       stk align data/test --model exp/align/package && stk units eval data/test --model mini-hubert-units
@@ -174,15 +187,18 @@ def compare(
     codes_b: Annotated[Path, typer.Argument(help="Frame units of system B, at the same rate.")],
     rate: Annotated[Rate, typer.Option(help="Frame rate of both files.")] = Rate.r50,
     durations: Annotated[Path | None, typer.Option(help="Alignment durations (default DATA_DIR/durations).")] = None,
-    bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples of the utterances.")] = 1000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the comparison as JSON.")] = None,
 ) -> None:
-    """Paired comparison of two systems' units: B - A for PNMI and purity with 95 % intervals."""
+    """Paired comparison of two systems' units: B - A for PNMI and purity with 95 % intervals.
+
+    The interval is a paired delete-one jackknife over utterances (each utterance left out of both
+    systems in turn; B - A ± 1.96 standard errors).
+    """
     _setup()
     from stk.units_quality import compare_units
 
     try:
-        res = compare_units(data_dir, codes_a, codes_b, rate=int(rate.value), durations=durations, bootstrap=bootstrap)
+        res = compare_units(data_dir, codes_a, codes_b, rate=int(rate.value), durations=durations)
     except (*_errors(), KeyError) as e:
         _fail(e)
     for key in ("pnmi", "label_purity", "cluster_purity"):
@@ -265,9 +281,11 @@ def report(
             lines.append(_fmt_row(parts[0], parts[1], json.loads(p.read_text()) if p.exists() else None))
         return lines
 
-    text = [f"## {title}", "", notes, "", *table(cells), ""]
+    caption = ("PNMI intervals: delete-one jackknife over utterances (estimate ± 1.96 se). Purity and PNMI "
+               "are plug-in estimates over all frames of the set.")
+    text = [f"## {title}", "", notes, "", *table(cells), "", caption, ""]
     if compare:
-        text += ["### Paired differences (B − A, basic bootstrap 95 % interval over utterances)", "",
+        text += ["### Paired differences (B − A; 95 % interval: paired delete-one jackknife over utterances)", "",
                  "| comparison | set | Δ PNMI [95 % CI] | Δ char purity [95 % CI] | Δ cluster purity [95 % CI] |",
                  "|---|---|---:|---:|---:|"]
         for spec in compare:

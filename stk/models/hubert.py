@@ -33,13 +33,20 @@ from stk.modules.conformer import ConformerLayers, _mask_bias, dropout, lengths_
 
 
 class HubertFrontend(nn.Module):
-    """Stack ``stride`` consecutive fbank frames, two 1-D convolutions (kernel 3) + GELU, LayerNorm.
+    """[Per-utterance mean/variance normalisation,] stack ``stride`` consecutive fbank frames, two
+    1-D convolutions (kernel 3) + GELU, LayerNorm.
+
+    ``utterance_cmvn``: normalise each utterance's fbank bins to zero mean and unit variance over
+    its own frames first (removes the channel: recorded vs synthetic speech), on top of any global
+    CMVN of the data.
 
     Shapes: ``(B, T, F), (B,) -> (B, T // stride, D), (B,)``.
     """
 
-    def __init__(self, *, input_dim: int, d_model: int, channels: int, stride: int) -> None:
+    def __init__(self, *, input_dim: int, d_model: int, channels: int, stride: int,
+                 utterance_cmvn: bool = False) -> None:
         super().__init__()
+        self.utterance_cmvn = utterance_cmvn
         if stride not in (1, 2, 4):
             raise ValueError(f"stride must be 1, 2 or 4, got {stride}")
         if input_dim < 1 or channels < 1:
@@ -57,12 +64,24 @@ class HubertFrontend(nn.Module):
         n = t // self.stride
         if n < 1:
             raise ValueError(f"input has {t} frames; the front end needs at least {self.stride}")
+        if self.utterance_cmvn:
+            x = utterance_cmvn(x, lengths)
         x = x[:, : n * self.stride].reshape(b, n, f * self.stride).transpose(1, 2)  # (B, F·s, T')
         lens = self.output_lengths(lengths)
         valid = lengths_to_mask(lens, n)[:, None, :].to(x.dtype)
         h = F.gelu(self.conv1(x * valid))
         h = F.gelu(self.conv2(h * valid))
         return self.norm(h.transpose(1, 2)), lens
+
+
+def utterance_cmvn(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per utterance and bin over its valid frames: ``(B, T, F) -> (B, T, F)``
+    (padding stays 0)."""
+    valid = lengths_to_mask(lengths.to(x.device), x.size(1))[..., None].to(x.dtype)
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(1, keepdim=True) / n
+    var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + eps) * valid
 
 
 class HubertEncoder(nn.Module):
@@ -74,6 +93,8 @@ class HubertEncoder(nn.Module):
         d_model, num_heads, ffn_dim, num_layers, kernel_size, dropout: Conformer sizes.
         frontend_channels: channels of the first front-end convolution (default ``d_model``).
         stride: fbank frames per output frame (2: 100 Hz fbank -> 50 Hz).
+        utterance_cmvn: per-utterance mean/variance normalisation of the fbank (see
+            :class:`HubertFrontend`).
 
     Shapes: ``forward(x (B, T, F), lengths (B,)) -> (B, T // stride, D), (B,)``.
     """
@@ -81,13 +102,13 @@ class HubertEncoder(nn.Module):
     def __init__(
         self, *, input_dim: int = 80, d_model: int = 256, num_heads: int = 4, ffn_dim: int = 1024,
         num_layers: int = 6, kernel_size: int = 15, dropout: float = 0.1, frontend_channels: int | None = None,
-        stride: int = 2,
+        stride: int = 2, utterance_cmvn: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.frontend = HubertFrontend(input_dim=input_dim, d_model=d_model, channels=frontend_channels or d_model,
-                                       stride=stride)
+                                       stride=stride, utterance_cmvn=utterance_cmvn)
         self.layers = ConformerLayers(d_model=d_model, num_heads=num_heads, ffn_dim=ffn_dim, num_layers=num_layers,
                                       kernel_size=kernel_size, dropout=dropout)
         self.dropout_p = dropout

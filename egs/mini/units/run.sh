@@ -23,6 +23,8 @@ iterations=1         # HuBERT iterations (1: trained on MFCC targets; 2: then on
 sweep_layers="1 2 3 4 5 6"
 sweep_frames=30000   # frames per k-means fit of the layer sweep
 fit_frames=100000    # frames of the final k-means fits
+fit_sets="real_train synth_train"  # k-means frames come from these sets, in equal shares (recorded vs espeak speech)
+kmeans_opts="--balance dir --standardize"  # `stk units fit` options of every k-means (MFCC and HuBERT alike)
 train_opts=          # extra key=value overrides for every HuBERT `stk train`
 align_opts=          # extra key=value overrides for the CTC alignment model
 eval_sets="synth_test real_test"
@@ -41,6 +43,8 @@ log "$0 $*"  # the command line as given, before option parsing consumes it
 
 corpus_dir=${corpus_dir:-../corpus/${size}}
 tok=data/token/char
+fit_dirs=$(for x in ${fit_sets}; do printf 'data/%s ' "${x}"; done)
+read -r -a kopts <<< "${kmeans_opts}"
 read -r -a extra <<< "${train_opts}"
 read -r -a aextra <<< "${align_opts}"
 . utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (skips finished runs)
@@ -54,7 +58,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   stk data combine data/paired "$c/synth_train" "$c/real_train" --normalize-text
   stk data combine data/speech_only "$c/speech_only_train"
   stk data combine data/dev "$c/synth_dev" "$c/real_dev" --normalize-text --subset 200
-  for x in $(printf '%s\n' ${dump_sets} ${dev_sets} ${eval_sets} | sort -u); do
+  for x in $(printf '%s\n' ${dump_sets} ${dev_sets} ${eval_sets} ${fit_sets} | sort -u); do
     stk data combine data/${x} "$c/${x}" $( [ -f "$c/${x}/text" ] && echo --normalize-text )
   done
 fi
@@ -72,7 +76,8 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   log "Stage 2: MFCC k-means (k=${k}, ${rate}/s) -> iteration-1 targets"
-  stk units fit dump/train --features mfcc --k ${k} --rate ${rate} --max-frames ${fit_frames} --out exp/units_mfcc
+  stk units fit ${fit_dirs} --features mfcc --k ${k} --rate ${rate} --max-frames ${fit_frames} "${kopts[@]}" \
+    --out exp/units_mfcc
   for x in train dev; do
     bg_run ${train_cmd} exp/log/dump_mfcc_${x}.log stk units dump dump/${x} --model exp/units_mfcc
   done
@@ -93,8 +98,8 @@ units_of() {  # ITERATION -> the units model its HuBERT is trained on
 
 sweep_layer() {  # ITERATION LAYER: k-means on that layer's train frames, quality on the dev sets
   local d=exp/hubert_it$1/sweep/L$2 x
-  stk units fit dump/train --features hubert:exp/hubert_it$1/package:$2 --k ${k} --rate ${rate} \
-    --max-frames ${sweep_frames} --out ${d}
+  stk units fit ${fit_dirs} --features hubert:exp/hubert_it$1/package:$2 --k ${k} --rate ${rate} \
+    --max-frames ${sweep_frames} "${kopts[@]}" --out ${d}
   for x in ${dev_sets}; do stk units eval data/${x} --model ${d} --json ${d}/eval_${x}.json; done
 }
 
@@ -121,8 +126,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
       --method ctc_greedy --description "mini corpus HuBERT iteration ${it} (targets: ${um})"
     if [ "${it}" -eq 1 ]; then bg_wait; fi   # the sweep needs the alignments
     sweep ${it}
-    stk units fit dump/train --features hubert:exp/hubert_it${it}/package:$(cat exp/hubert_it${it}/best_layer) \
-      --k ${k} --rate ${rate} --max-frames ${fit_frames} --out exp/units_hubert_it${it}
+    stk units fit ${fit_dirs} --features hubert:exp/hubert_it${it}/package:$(cat exp/hubert_it${it}/best_layer) \
+      --k ${k} --rate ${rate} --max-frames ${fit_frames} "${kopts[@]}" --out exp/units_hubert_it${it}
   done
   bg_wait
 fi
