@@ -131,7 +131,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: WER -> exp/RESULTS.md (copy it to RESULTS.md by hand after a real run)"
-  rows= cells=()
+  cells=() notes="Size ${size}; no LM."
   for s in ${systems}; do
     exp=$(exp_of ${s}) row="$(basename ${exp}) ${method[$s]}"
     for x in ${test_sets}; do
@@ -139,13 +139,13 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
       stk score data/${x}/text ${d}/hyp --json ${d}/score.json >/dev/null
       cells+=("${row}|${x//_/-}|wer|${d}/score.json")
     done
+    notes+=" ${s}: ${config[$s]#${STK_ROOT}/}, $(basename $(tok_of ${s})), ${method[$s]} beam ${beam[$s]}"
+    [ "${s}" = asr ] && notes+=", CTC weight ${ctc_weight}"
+    notes+=";"
   done
   stk env > exp/RESULTS.md
-  stk table "${cells[@]}" --title "LibriSpeech WER (%)" --append --out exp/RESULTS.md --notes "Size ${size}; \
-no LM. asr: ${asr_config#${STK_ROOT}/}, ${token_type}${vocab_size}, ${asr_method} beam ${asr_beam_size}, CTC weight \
-${ctc_weight}; rnnt: ${rnnt_config#${STK_ROOT}/}, ${token_type}${rnnt_vocab_size}, ${rnnt_method} beam \
-${rnnt_beam_size}; \
-models averaged over the ${avg_n} best validation losses. WER after lowercasing and stripping punctuation \
-(stk score); per-set details in exp/*/decode_*/score.json."
+  stk table "${cells[@]}" --title "LibriSpeech WER (%)" --append --out exp/RESULTS.md --notes "${notes} models \
+averaged over the ${avg_n} best validation losses. WER after lowercasing and stripping punctuation (stk score); \
+per-set details in exp/*/decode_*/score.json."
   cat exp/RESULTS.md
 fi
