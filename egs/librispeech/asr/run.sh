@@ -23,6 +23,8 @@ token_type=unigram   # sentencepiece model: unigram | bpe | char
 vocab_size=5000      # pieces for asr (ESPnet: 5000) ...
 rnnt_vocab_size=500  # ... and for rnnt (icefall: 500; the joiner's output layer scales with it)
 nproc=1              # training processes per node (torchrun + DDP when > 1)
+nnodes=1             # nodes (> 1: one Slurm job, bin/stk-torchrun on every node; utils/lib/train.sh)
+speed_perturb=false  # true: Kaldi's 3-way speed perturbation of data/train (0.9/1.0/1.1; writes ~2x the audio)
 avg_n=10             # average the N checkpoints with the best validation loss (tiny: 1)
 asr_method=attention # attention (joint CTC/attention beam search) | ctc_beam | ctc_greedy
 asr_beam_size=10
@@ -34,13 +36,14 @@ device=cpu           # stk decode --device: cpu | cuda
 prep_nj=4            # threads reading flac headers in stage 0
 # End configuration section
 help_message="Usage: $0 [--stage N] [--stop-stage N] [--corpus-dir DIR] [--size full|tiny] [--systems 'asr rnnt']
-  [--asr-config F] [--rnnt-config F] [--nproc N] [--nj N] [--device cpu|cuda]"
+  [--asr-config F] [--rnnt-config F] [--nproc N] [--nnodes N] [--speed-perturb true] [--nj N] [--device cpu|cuda]"
 
 . ./path.sh
 . ./cmd.sh
 . ./db.sh
 . utils/log.sh
 . utils/lib/decode.sh
+. utils/lib/train.sh  # stk_train CONFIG EXP_DIR [key=value ...] (nnodes x nproc processes, skips finished runs)
 log "$0 $*"  # the command line as given, before option parsing consumes it
 . utils/parse_options.sh
 
@@ -72,15 +75,20 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   parts=$(echo ${train_parts} ${valid_set} ${test_sets} | tr ' _' '\n-' | sort -u | paste -sd, -)
   stk corpus librispeech --corpus-dir "${corpus_dir}" --out data --parts "${parts}" --nj ${prep_nj}
   stk data combine data/train $(for p in ${train_parts}; do echo data/${p//-/_}; done)
+  if [ "${speed_perturb}" = true ]; then
+    log "Stage 0: speed perturbation 0.9/1.0/1.1 of data/train -> data/train_sp (audio under data/train_sp/wav)"
+    stk data perturb-speed data/train --out data/train_sp --factors 0.9,1.0,1.1
+  fi
 fi
+train_set=train; [ "${speed_perturb}" = true ] && train_set=train_sp
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: fbank features of data/{train,${valid_set}} and global CMVN (logs: exp/log/fbank_<set>.log)"
-  for x in train ${valid_set}; do
+  log "Stage 1: fbank features of data/{${train_set},${valid_set}} and global CMVN (logs: exp/log/fbank_<set>.log)"
+  for x in ${train_set} ${valid_set}; do
     stk data validate data/${x}
     ${train_cmd} exp/log/fbank_${x}.log stk data fbank data/${x} dump/${x}
   done
-  stk data cmvn dump/train --out dump/cmvn.json
+  stk data cmvn dump/${train_set} --out dump/cmvn.json
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -93,14 +101,11 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
-  launcher="stk"
-  [ "${nproc}" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node ${nproc} -m stk.cli"
   for s in ${systems}; do
     exp=$(exp_of ${s})
-    log "Stage 3: train ${config[$s]} -> ${exp} (${nproc} process(es); resumes if interrupted)"
-    ${cuda_cmd} ${exp}/log/train.log ${launcher} train --config ${config[$s]} --exp-dir ${exp} \
-      data.tokenizer=$(tok_of ${s}).model data.cmvn=dump/cmvn.json \
-      data.train.paired.data_dir=dump/train data.valid.data_dir=dump/${valid_set}
+    log "Stage 3: train ${config[$s]} -> ${exp} (${nnodes} node(s) x ${nproc} process(es); resumes if interrupted)"
+    stk_train ${config[$s]} ${exp} data.tokenizer=$(tok_of ${s}).model data.cmvn=dump/cmvn.json \
+      data.train.paired.data_dir=dump/${train_set} data.valid.data_dir=dump/${valid_set}
   done
 fi
 
