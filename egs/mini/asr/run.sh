@@ -5,6 +5,8 @@
 #   ./run.sh --size tiny --stage 3    # the CI configuration, from training on
 #   ./run.sh --stage 5 --nj 4 --device cuda   # decode in 4 jobs through cmd.sh's ${decode_cmd}
 #   ./run.sh --stage 7 --use-lm true  # LM fusion: n-gram (ctc_beam) and Transformer LM (attention)
+#   ./run.sh --extra-voices true --speed-perturb 0.9,1.0,1.1 --add-noise babble   # robustness: more voices, speed, babble
+#                                     (-> exp/train_small_voices_sp_babble, model store mini-asr-voices-sp-babble)
 set -euo pipefail
 
 stage=0              # Begin configuration section
