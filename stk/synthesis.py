@@ -17,7 +17,9 @@ Vocoders (:data:`VOCODERS`):
   envelope, D4C aperiodicity). A parametric path that starts from a waveform, not from a mel.
 
 Both are checked by ``tests/test_synthesis.py``; HiFi-GAN (``stk/models/hifigan.py``) plugs in as a
-mel vocoder the same way.
+mel vocoder the same way. :class:`UnitVocoder` / :func:`synthesize_units` resynthesise speech from
+discrete units: a packaged ``unit_vocoder`` (``stk/models/unit_vocoder.py``, units -> log-mel)
+followed by one of these mel vocoders.
 """
 
 from __future__ import annotations
@@ -376,7 +378,9 @@ def dump_mels(data_dir: str | Path, out_dir: str | Path, conf: MelConfig | None 
     """Write the vocoder log-mels (:func:`stk.features.mel.log_mel`) of every wav of ``data_dir`` to
     ``out_dir/mel.{ark,scp}`` (kaldiio) with the settings in ``out_dir/mel.json``; returns the count.
 
-    These are the targets a TTS / unit-to-mel model learns and the input of ``stk synth vocode``."""
+    These are the targets a TTS / unit-to-mel model learns and the input of ``stk synth vocode``.
+    ``out_dir`` is also a training data dir: ``feats.scp`` (= ``mel.scp``), ``utt2num_frames`` and
+    copies of the source's ``wav.scp`` (so ``stk units dump OUT`` works), ``utt2spk``, ``text`` …"""
     import json
 
     import kaldiio
@@ -394,21 +398,38 @@ def dump_mels(data_dir: str | Path, out_dir: str | Path, conf: MelConfig | None 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp_ark, tmp_scp = out / ".mel.ark.tmp", out / ".mel.scp.tmp"
-    n = 0
+    n, num_frames = 0, {}
     with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
         for utt, spec in d.wav_scp.items():
             try:
                 w, rate = read_audio(spec)
             except AudioError as e:
                 raise SynthesisError(f"{data_dir}/wav.scp: utterance {utt!r}: {e}") from None
-            writer(utt, log_mel(resample(w, rate, conf.sample_rate), conf.sample_rate, conf).numpy())
+            m = log_mel(resample(w, rate, conf.sample_rate), conf.sample_rate, conf).numpy()
+            writer(utt, m)
+            num_frames[utt] = str(m.shape[0])
             n += 1
     tmp_ark.replace(out / "mel.ark")
     scp = tmp_scp.read_text().replace(str(tmp_ark), str((out / "mel.ark").resolve()))
     atomic_write_text(out / "mel.scp", scp)
     tmp_scp.unlink()
     atomic_write_text(out / "mel.json", json.dumps(dataclasses.asdict(conf), indent=1))
+    _as_data_dir(data_dir, out, scp, num_frames)
     return n
+
+
+def _as_data_dir(src: str | Path, out: Path, feats_scp: str, num_frames: Mapping[str, str]) -> None:
+    """Make a feature dump a data dir: ``feats.scp``, ``utt2num_frames`` and copies of the source's files."""
+    import shutil
+
+    from stk.data.kaldi import write_kv
+    from stk.utils import atomic_write_text
+
+    atomic_write_text(out / "feats.scp", feats_scp)
+    write_kv(out / "utt2num_frames", dict(num_frames))
+    for name in ("wav.scp", "utt2spk", "spk2utt", "text", "utt2lang"):
+        if (Path(src) / name).exists():
+            shutil.copyfile(Path(src) / name, out / name)
 
 
 def load_mel_config(path: str | Path) -> MelConfig:
@@ -495,3 +516,100 @@ class HifiGanVocoder:
         mel = check_mel(mel, self.mel_config, "hifigan")
         with torch.inference_mode():
             return self.lm.model.vocode(torch.tensor(mel, device=self.device)[None])[0].cpu().numpy()
+
+
+class UnitVocoder:
+    """A packaged ``unit_vocoder`` model (units -> log-mel, ``stk/models/unit_vocoder.py``) followed by
+    a mel vocoder (Griffin-Lim by default, or a packaged HiFi-GAN): frame units -> samples.
+
+    Args:
+        model: the unit-to-mel package (dir or model-store name).
+        mel_vocoder: a :class:`MelVocoder` of the same mel settings (default: Griffin-Lim with
+            ``n_iter``/``momentum``).
+    """
+
+    def __init__(self, model: str, *, mel_vocoder: MelVocoder | None = None, n_iter: int = 32,
+                 momentum: float = 0.99, device: str = "cpu") -> None:
+        from stk.package import load_package
+
+        self.lm = load_package(model, device=device)
+        m = self.lm.model
+        if not hasattr(m, "generate") or not hasattr(m, "num_units"):
+            raise ValueError(f"{model}: not a unit-vocoder package (model {self.lm.meta.model.name!r})")
+        self.mel_config: MelConfig = m.mel_config
+        self.num_units: int = m.num_units
+        self.mel_vocoder = mel_vocoder or GriffinLimVocoder(mel_config=self.mel_config, n_iter=n_iter,
+                                                            momentum=momentum)
+        if self.mel_vocoder.mel_config != self.mel_config:
+            raise ValueError(f"{model} predicts log-mels of {self.mel_config}, the mel vocoder reads "
+                             f"{self.mel_vocoder.mel_config}")
+        label = getattr(m, "speaker_label", None)
+        self.speakers = {s: i for i, s in enumerate(self.lm.meta.label_vocab.get(label, []))} if label else {}
+        self.device = device
+
+    def mel(self, units: list[int] | np.ndarray, speaker: str | None = None) -> np.ndarray:
+        """``(U,)`` frame units -> ``(T, n_mels)`` log-mel (an unknown or absent speaker uses the
+        model's unknown-speaker embedding)."""
+        import torch
+
+        u = torch.as_tensor(np.asarray(units, dtype=np.int64), device=self.device)
+        if u.dim() != 1 or u.numel() == 0:
+            raise ValueError(f"expected a non-empty (U,) sequence of units, got shape {tuple(u.shape)}")
+        spk = torch.tensor([self.speakers.get(speaker, -1) if speaker is not None else -1], device=self.device)
+        with torch.inference_mode():
+            mel, _ = self.lm.model.generate(u[None], torch.tensor([u.numel()], device=self.device), spk)
+        return mel[0].cpu().numpy()
+
+    def __call__(self, units: list[int] | np.ndarray, speaker: str | None = None) -> np.ndarray:
+        """``(U,)`` frame units -> samples at ``mel_config.sample_rate``."""
+        return self.mel_vocoder(self.mel(units, speaker))
+
+
+def synthesize_units(data_dir: str | Path, out_dir: str | Path, vocoder: UnitVocoder, *,
+                     units_file: str | Path | None = None, limit: int | None = None) -> dict[str, float]:
+    """Unit resynthesis: every utterance of ``units_file`` (default ``data_dir/units``, from ``stk
+    units dump``) through ``vocoder`` into a wav data dir at ``out_dir`` with ``data_dir``'s ``text``,
+    ``utt2spk`` and ``utt2lang``. A units file of another k (its ``.info``) or a unit id outside the
+    model's range is an error naming both; deduplicated units (a ``.dur`` beside the file) are refused.
+    Returns ``{utts, audio_s, compute_s, rtf}`` (audio seconds of the generated speech)."""
+    import json
+    import time
+
+    from stk.data.kaldi import load_data_dir
+    from stk.units import read_int_file
+
+    path = Path(units_file) if units_file is not None else Path(data_dir) / "units"
+    if not path.exists():
+        raise SynthesisError(f"{path}: no units file (write one with `stk units dump {data_dir} --model UNITS`)")
+    info_path = path.with_name(path.name + ".info")
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        if info.get("dedup"):
+            raise SynthesisError(f"{path}: deduplicated units (units.dur); this unit vocoder reads frame units "
+                                 "(dump without --dedup)")
+        if info.get("k") is not None and int(info["k"]) != vocoder.num_units:
+            raise SynthesisError(f"{path}: units of a k={info['k']} units model ({info.get('model')}), the unit "
+                                 f"vocoder was trained on k={vocoder.num_units} units")
+    seqs = read_int_file(path)
+    d = load_data_dir(data_dir)
+    utt2spk = d.utt2spk or {}
+    utts = list(seqs)[:limit] if limit else list(seqs)
+    stats = {"utts": 0, "audio_s": 0.0, "compute_s": 0.0}
+    rate = vocoder.mel_config.sample_rate
+
+    def gen() -> Iterable[tuple[str, np.ndarray, int]]:
+        for utt in utts:
+            t0 = time.perf_counter()
+            try:
+                y = vocoder(seqs[utt], utt2spk.get(utt))
+            except ValueError as e:
+                raise SynthesisError(f"{path}: utterance {utt!r}: {e}") from None
+            stats["compute_s"] += time.perf_counter() - t0
+            stats["utts"] += 1
+            stats["audio_s"] += len(y) / rate
+            yield utt, y, rate
+
+    write_wav_data_dir(out_dir, gen(), utt2spk=d.utt2spk, text=d.text,
+                       extra={k: v for k in ("utt2lang",) if (v := d.read(k)) is not None})
+    stats["rtf"] = stats["compute_s"] / max(stats["audio_s"], 1e-9)
+    return stats

@@ -119,7 +119,7 @@ data:
   train:
     wav: {data_dir: frames, targets: {}, batch: {max_frames: 200}}
   valid: {data_dir: frames, targets: {}}
-optim: {name: adamw, lr: 0.0002, betas: [0.8, 0.99], weight_decay: 0.01, grad_clip: 0, scheduler: constant}
+optim: {name: adamw, lr: 0.0002, betas: [0.8, 0.99], weight_decay: 0.01, grad_clip: 0, scheduler: constant, warmup_steps: 0}
 trainer: {max_steps: 3, log_interval: 1, keep_nbest: 1, progress: false, tensorboard: false, seed: 1}
 """
 

@@ -207,17 +207,20 @@ def test_vocoder_recipe(tmp_path):
     env = dict(os.environ, STK_ROOT=str(root), STK_MODEL_STORE=str(tmp_path / "store"), OMP_NUM_THREADS="2")
     proc = subprocess.run(
         ["bash", "run.sh", "--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--use-judges", "false",
-         "--hifigan-config", "conf/hifigan_tiny.yaml", "--xvector-config", "conf/xvector_tiny.yaml", "--eval-utts", "4"],
+         "--hifigan-config", "conf/hifigan_tiny.yaml", "--xvector-config", "conf/xvector_tiny.yaml",
+         "--unit-vocoder-config", "conf/unit_vocoder_tiny.yaml", "--units-k", "20", "--eval-utts", "4"],
         cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (work / "exp/RESULTS.md").read_text()
     import re
 
-    for v in ("griffin-lim", "world", "hifigan"):
+    for v in ("griffin-lim", "world", "hifigan", "unit-vocoder"):
         assert re.search(rf"\| {v} \| – \| – \| [\d.]+ ± [\d.]+ \|", text), text
     for x in ("synth_test_en", "real_test_en"):
         assert (work / f"exp/spectrogram_{x}.png").stat().st_size > 1000
-    assert (tmp_path / "store/mini-hifigan/model.yaml").exists() and (tmp_path / "store/mini-xvector/model.yaml").exists()
+    for name in ("mini-hifigan", "mini-xvector", "mini-unit-vocoder"):
+        assert (tmp_path / f"store/{name}/model.yaml").exists(), name
+    assert "mfcc:k20:units.json-sha256=" in text  # the units the unit vocoder was trained on
     assert not (work / "RESULTS.md").exists()  # a tiny run never writes the committed RESULTS.md
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 log = logging.getLogger("stk.synth")
-app = typer.Typer(help="Speech out: vocoder log-mels, Griffin-Lim / WORLD vocoding into wav data dirs.",
+app = typer.Typer(help="Speech out: vocoder log-mels, Griffin-Lim / WORLD / HiFi-GAN vocoding and unit resynthesis into wav data dirs.",
                   no_args_is_help=True)
 
 
@@ -124,6 +124,45 @@ def vocode(
 
 
 @app.command()
+def units(
+    data_dir: Annotated[Path, typer.Argument(help="Data dir with a `units` file (`stk units dump DATA_DIR --model UNITS`, frame units, no --dedup); its utt2spk picks the speaker.")],
+    model: Annotated[str, typer.Option(help="The packaged unit_vocoder (units -> log-mel; dir or model-store name).")] = ...,
+    out: Annotated[Path, typer.Option(help="Output wav data dir (OUT/wav/<utt>.wav, wav.scp, utt2spk, text).")] = ...,
+    units_file: Annotated[Path | None, typer.Option(help="Units file (default DATA_DIR/units).")] = None,
+    vocoder_model: Annotated[str | None, typer.Option(help="A packaged hifigan for the mel -> wave step; default: Griffin-Lim.")] = None,
+    n_iter: Annotated[int, typer.Option(help="Griffin-Lim iterations.")] = 32,
+    momentum: Annotated[float, typer.Option(help="Griffin-Lim momentum.")] = 0.99,
+    limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (RTF is reported for this count).")] = 1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write {utts, audio_s, compute_s, rtf} as JSON.")] = None,
+) -> None:
+    """Resynthesise speech from discrete units (unit vocoder: units -> log-mel -> Griffin-Lim/HiFi-GAN) into a wav data dir.
+
+    Examples:\n
+      stk units dump data/real_test --model exp/units_mfcc\n
+      stk synth units data/real_test --model mini-unit-vocoder --out exp/unit-vocoder/real_test
+    """
+    from stk.config import ConfigError
+    from stk.data.kaldi import DataDirError
+    from stk.synthesis import HifiGanVocoder, UnitVocoder, synthesize_units
+    from stk.utils import set_threads, setup_logging
+
+    setup_logging()
+    set_threads(threads)
+    try:
+        mel_voc = HifiGanVocoder(vocoder_model) if vocoder_model else None
+        voc = UnitVocoder(model, mel_vocoder=mel_voc, n_iter=n_iter, momentum=momentum)
+        st = synthesize_units(data_dir, out, voc, units_file=units_file, limit=limit or None)
+    except (ValueError, DataDirError, ConfigError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"{out}: {st['utts']} utts, {st['audio_s']:.1f} s of audio, RTF {st['rtf']:.3f} "
+               f"(unit vocoder + {'hifigan' if vocoder_model else 'griffin-lim'}, {threads} thread(s))")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(st, indent=1))
+
+
+@app.command()
 def frames(
     data_dir: Annotated[Path, typer.Argument(help="Data dir with a wav.scp (any rate; resampled to 16 kHz).")],
     out_dir: Annotated[Path, typer.Argument(help="Vocoder-training data dir: feats.{ark,scp} of (T, hop) waveform frames + utt2spk, text.")],
@@ -154,6 +193,14 @@ def _cell(path: Path, key: str, fmt: str = "{:.1f}", ci: bool = False) -> str:
     return s
 
 
+def _ci(path: Path, key: str) -> str:
+    """`` [lo, hi]`` from a ``stk score --bootstrap --json`` file, or ``""``."""
+    if not path.exists():
+        return ""
+    b = json.loads(path.read_text()).get("bootstrap", {})
+    return f" [{b[key][0]:.1f}, {b[key][1]:.1f}]" if key in b else ""
+
+
 @app.command()
 def report(
     exp_dir: Annotated[Path, typer.Argument(help="Recipe exp dir: EXP/<system>/<set>/{judge_wer,mcd,spk_sim,spk_sim_xvector,rtf}.json.")],
@@ -181,17 +228,36 @@ def report(
         rtfs = []
         for x in tsets:
             d = exp_dir / s / x
-            row += [_cell(d / "judge_wer.json", "wer"), _cell(d / "judge_wer.json", "cer"),
+            row += [_cell(d / "judge_wer.json", "wer") + _ci(d / "judge_wer_ci.json", "wer"),
+                    _cell(d / "judge_wer.json", "cer") + _ci(d / "judge_wer_ci.json", "cer"),
                     _cell(d / "mcd.json", "mean", "{:.2f}", ci=True), _cell(d / "spk_sim.json", "mean", "{:.3f}"),
                     _cell(d / "spk_sim_xvector.json", "mean", "{:.3f}")]
             if (d / "rtf.json").exists():
                 rtfs.append(json.loads((d / "rtf.json").read_text())["rtf"])
         row.append(f"{sum(rtfs) / len(rtfs):.3f}" if rtfs else "–")
         lines.append("| " + " | ".join(row) + " |")
+    cmp = ["| system − original | " + " | ".join(f"judge WER {x}" for x in tsets) + " |",
+           "|---|" + "---|" * len(tsets)]
+    for s in syss[1:]:
+        cells = []
+        for x in tsets:
+            p = exp_dir / s / x / "judge_cmp.json"
+            if p.exists():
+                w = json.loads(p.read_text())["wer"]
+                cells.append(f"{-w['diff']:+.1f} [{-w['ci'][1]:+.1f}, {-w['ci'][0]:+.1f}]: "
+                             + {"no difference": "no difference"}.get(w["verdict"], "worse" if w["diff"] < 0 else "better"))
+            else:
+                cells.append("–")
+        cmp.append(f"| {s} | " + " | ".join(cells) + " |")
+    has_cmp = any((exp_dir / s / x / "judge_cmp.json").exists() for s in syss[1:] for x in tsets)
     text = (f"## {title}\n\n" + (f"{notes}\n\n" if notes else "") + "\n".join(lines) + "\n\n"
             f"MCD: {MCD_NAME}, against the original, ± its 95 % interval. Judge: Whisper base (faster-whisper int8, "
-            "beam 1), WER/CER after lowercasing and stripping punctuation. Speaker similarity: cosine of embeddings "
+            "beam 1), WER/CER after lowercasing and stripping punctuation, [95 % bootstrap interval over utterances] "
+            "where computed. Speaker similarity: cosine of embeddings "
             "of each generated utterance and its original. RTF: compute seconds per audio second, 1 thread.\n")
+    if has_cmp:
+        text += ("\nJudge WER of each system minus the original's on the same utterances, with its 95 % paired-bootstrap "
+                 "interval (`stk score --compare`; 'no difference' when the interval contains 0):\n\n" + "\n".join(cmp) + "\n")
     if out is None:
         typer.echo(text)
     else:

@@ -36,6 +36,7 @@ def _register_builtin() -> None:
     from stk.models import maestro  # noqa: F401  (registers model "maestro" and encoder "maestro")
     from stk.models import xvector  # noqa: F401  (registers model "xvector": speaker encoder)
     from stk.models import hifigan  # noqa: F401  (registers model "hifigan": mel vocoder)
+    from stk.models import unit_vocoder  # noqa: F401  (registers model "unit_vocoder": units -> log-mel)
     from stk.models import hubert  # noqa: F401  (registers model "hubert" and encoder "hubert")
     from stk.models import lm  # noqa: F401  (registers model "lm")
     from stk.models import mt  # noqa: F401  (registers model "mt" and encoder "text_conformer")
