@@ -1,8 +1,9 @@
 """Discrete units: HuBERT training step vs a same-size Conformer step, and unit extraction speed.
 
-1. **Training step** (forward + backward + Adam, dropout 0.1, fp32), alternated round-robin:
+1. **Training step** (forward + backward + Adam, dropout 0 as in the recipe, fp32), alternated round-robin:
    * ``hubert``: stk's ``HubertModel`` (stride-2 conv front end -> 50 frames/s, span masking
-     0.8 × span 10, cosine logits to ``k`` cluster embeddings, masked CE);
+     0.8 × span 10, cosine logits to ``k`` cluster embeddings, CE on masked and unmasked frames
+     as ``egs/mini/units/conf/hubert.yaml``);
    * ``conformer-50hz``: the same front end and Conformer layers with a plain linear CE head over
      the ``k`` ids at every frame (what the HuBERT machinery costs on top of frame classification);
    * ``conformer-ctc``: stk's ``ConformerEncoder`` of the same width/depth with its usual 4×
@@ -34,6 +35,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 SIZES = {"mini": dict(d_model=144, num_heads=4, ffn_dim=576, num_layers=6, kernel_size=15)}
+DROPOUT = 0.0  # egs/mini/units/conf/hubert.yaml
+HEAD = dict(final_dim=64, masked_weight=1.0, unmasked_weight=1.0)
 K, BATCH, SECONDS, FEATS = 100, 8, 10.0, 80
 
 
@@ -43,10 +46,10 @@ def training_steps(size: str, steps: int) -> list[list[object]]:
 
     enc = SIZES[size]
     torch.manual_seed(0)
-    hubert = HubertModel(vocab_size=2, input_dim=FEATS, num_units=K, encoder={**enc, "dropout": 0.1, "stride": 2},
-                         final_dim=64)
+    hubert = HubertModel(vocab_size=2, input_dim=FEATS, num_units=K, encoder={**enc, "dropout": DROPOUT, "stride": 2},
+                         **HEAD)
     frame_head = torch.nn.Linear(enc["d_model"], K)
-    ctc_enc = ConformerEncoder(input_dim=FEATS, dropout=0.1, subsampling_factor=4, subsampling_channels=32, **enc)
+    ctc_enc = ConformerEncoder(input_dim=FEATS, dropout=DROPOUT, subsampling_factor=4, subsampling_channels=32, **enc)
     ctc_head = torch.nn.Linear(enc["d_model"], 120)
     t = int(SECONDS * 100)
     lens = torch.tensor([t - 16 * i for i in range(BATCH)])
