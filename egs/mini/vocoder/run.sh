@@ -122,7 +122,10 @@ train_budget() {  # train_budget CONFIG EXP_DIR MINUTES [key=value ...]: `stk tr
   [ "${minutes}" -gt 0 ] && budget=(timeout --signal=TERM "${minutes}m")
   log "train ${dir} (${minutes} min budget; log: ${dir}/log/train.log)"
   ${cuda_cmd} "${dir}/log/train.log" "${budget[@]}" stk train --config "${conf}" --exp-dir "${dir}" "$@" || rc=$?
-  if [ ${rc} -ne 0 ] && ! { [ ${rc} -eq 124 ] && [ -f "${dir}/checkpoints/last.pt" ]; }; then return ${rc}; fi
+  # ${cuda_cmd} exits 1 on any failure; its log's last line keeps the command's code (124: the budget ran out)
+  if [ ${rc} -ne 0 ] && ! { tail -n 1 "${dir}/log/train.log" | grep -q "Ended (code 124)" && [ -f "${dir}/checkpoints/last.pt" ]; }; then
+    return ${rc}
+  fi
   touch "${dir}/.done"
 }
 
