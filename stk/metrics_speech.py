@@ -66,7 +66,7 @@ def mel_cepstrum(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, *, order: int
     """``(N,)`` samples -> SPTK mel-cepstra ``(T, order + 1)`` (c0 first) of the WORLD envelope."""
     import warnings
 
-    from stk.synthesis import world_analysis
+    from stk.vocoders import world_analysis
 
     with warnings.catch_warnings():  # pysptk 1.0.1 imports the deprecated pkg_resources
         warnings.simplefilter("ignore", UserWarning)

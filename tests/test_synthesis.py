@@ -75,7 +75,7 @@ def test_world_resynthesis_tone():
     assert abs(len(y) - len(x)) < 0.01 * SR
     assert spectral_convergence(x, y) < 0.3  # measured 0.12
     import pyworld  # noqa: F401  (core dependency)
-    from stk.synthesis import world_analysis
+    from stk.vocoders import world_analysis
 
     f0, sp, ap = world_analysis(x, SR)
     voiced = f0[f0 > 0]

@@ -104,7 +104,8 @@ def vocode(
     """Vocode log-mels with Griffin-Lim (or a packaged HiFi-GAN, --model) into a wav data dir."""
     from stk.data.kaldi import DataDirError, load_data_dir
     from stk.features.mel import MelConfig
-    from stk.synthesis import GriffinLimVocoder, HifiGanVocoder, load_mel_config, vocode_feats
+    from stk.synthesis import load_mel_config, vocode_feats
+    from stk.vocoders import GriffinLimVocoder, HifiGanVocoder
     from stk.utils import set_threads, setup_logging
 
     setup_logging()
@@ -144,7 +145,8 @@ def units(
     """
     from stk.config import ConfigError
     from stk.data.kaldi import DataDirError
-    from stk.synthesis import HifiGanVocoder, UnitVocoder, synthesize_units
+    from stk.synthesis import synthesize_units
+    from stk.vocoders import HifiGanVocoder, UnitVocoder
     from stk.utils import set_threads, setup_logging
 
     setup_logging()

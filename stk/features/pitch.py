@@ -49,7 +49,7 @@ def compute_f0(wave: np.ndarray, sample_rate: int, conf: PitchConfig | None = No
 
     DIO + StoneMask refinement (``dio``, fast) or Harvest (``harvest``, fewer voicing errors, slower).
     """
-    from stk.synthesis import import_pyworld
+    from stk.vocoders import import_pyworld
 
     conf = conf or PitchConfig()
     if sample_rate != conf.sample_rate:
