@@ -46,14 +46,14 @@ def test_librispeech_recipe_all_stages(tmp_path):
     work = _copy_recipe(tmp_path)
     t0 = time.time()
     proc = subprocess.run(["bash", "run.sh", "--size", "tiny", "--corpus-dir", str(corpus),
-                           "--asr-beam-size", "2", "--rnnt-beam-size", "2", "--speed-perturb", "true"],
+                           "--asr-beam-size", "2", "--rnnt-beam-size", "2", "--speed-perturb", "0.9,1.0,1.1"],
                           cwd=work, env=_env(tmp_path), capture_output=True, text=True)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     # stage 0: every part prepared, the three training parts combined
     n_train = sum(n for p, chapters in LAYOUT.items() if p.startswith("train") for *_, n in chapters)
     assert len((work / "data/train/wav.scp").read_text().splitlines()) == n_train
-    # --speed-perturb true: 0.9/1.0/1.1 copies, trained on
+    # --speed-perturb 0.9,1.0,1.1: 0.9/1.0/1.1 copies, trained on
     sp = (work / "data/train_sp/utt2spk").read_text().splitlines()
     assert len(sp) == 3 * n_train and sum(u.startswith("sp0.9-") for u in sp) == n_train
     assert (work / "dump/train_sp/feats.scp").is_file()

@@ -24,7 +24,7 @@ vocab_size=5000      # pieces for asr (ESPnet: 5000) ...
 rnnt_vocab_size=500  # ... and for rnnt (icefall: 500; the joiner's output layer scales with it)
 nproc=1              # training processes per node (torchrun + DDP when > 1)
 nnodes=1             # nodes (> 1: one Slurm job, bin/stk-torchrun on every node; utils/lib/train.sh)
-speed_perturb=false  # true: Kaldi's 3-way speed perturbation of data/train (0.9/1.0/1.1; writes ~2x the audio)
+speed_perturb=       # speed factors, e.g. 0.9,1.0,1.1 (Kaldi's 3-way perturbation of data/train; writes ~2x the audio)
 avg_n=10             # average the N checkpoints with the best validation loss (tiny: 1)
 asr_method=attention # attention (joint CTC/attention beam search) | ctc_beam | ctc_greedy
 asr_beam_size=10
@@ -36,7 +36,7 @@ device=cpu           # stk decode --device: cpu | cuda
 prep_nj=4            # threads reading flac headers in stage 0
 # End configuration section
 help_message="Usage: $0 [--stage N] [--stop-stage N] [--corpus-dir DIR] [--size full|tiny] [--systems 'asr rnnt']
-  [--asr-config F] [--rnnt-config F] [--nproc N] [--nnodes N] [--speed-perturb true] [--nj N] [--device cpu|cuda]"
+  [--asr-config F] [--rnnt-config F] [--nproc N] [--nnodes N] [--speed-perturb 0.9,1.0,1.1] [--nj N] [--device cpu|cuda]"
 
 . ./path.sh
 . ./cmd.sh
@@ -75,12 +75,12 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   parts=$(echo ${train_parts} ${valid_set} ${test_sets} | tr ' _' '\n-' | sort -u | paste -sd, -)
   stk corpus librispeech --corpus-dir "${corpus_dir}" --out data --parts "${parts}" --nj ${prep_nj}
   stk data combine data/train $(for p in ${train_parts}; do echo data/${p//-/_}; done)
-  if [ "${speed_perturb}" = true ]; then
-    log "Stage 0: speed perturbation 0.9/1.0/1.1 of data/train -> data/train_sp (audio under data/train_sp/wav)"
-    stk data perturb-speed data/train --out data/train_sp --factors 0.9,1.0,1.1
+  if [ -n "${speed_perturb}" ]; then
+    log "Stage 0: speed perturbation ${speed_perturb} of data/train -> data/train_sp (audio under data/train_sp/wav)"
+    stk data perturb-speed data/train --out data/train_sp --factors "${speed_perturb}"
   fi
 fi
-train_set=train; [ "${speed_perturb}" = true ] && train_set=train_sp
+train_set=train; [ -n "${speed_perturb}" ] && train_set=train_sp
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: fbank features of data/{${train_set},${valid_set}} and global CMVN (logs: exp/log/fbank_<set>.log)"
