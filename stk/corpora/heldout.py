@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from stk.corpora.asterisk import ProgressFn, Utt, no_progress, run_jobs, write_speech_dirs
+from stk.corpora.synth import tts_to_wav16k
 from stk.data.kaldi import read_kv
 from stk.utils import atomic_write_text
 
@@ -69,12 +69,7 @@ def synthesize_pico(text: str, lang: str, dst: Path) -> None:
                 f"pico2wave -l {PICO_LANGS[lang]} failed on {text[:60]!r}: "
                 f"{proc.stderr.decode(errors='replace').strip()[-300:]}"
             )
-        tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.wav")
-        sox = subprocess.run(["sox", "-q", "-D", str(raw), "-r", "16000", "-b", "16", "-c", "1", str(tmp)], capture_output=True)
-        if sox.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"sox failed converting pico2wave output for {dst.name}: {sox.stderr.decode(errors='replace')[-300:]}")
-        os.replace(tmp, dst)
+        tts_to_wav16k(raw, dst, "pico2wave")
 
 
 def sentence_id(utt_id: str, lang: str) -> str:

@@ -99,16 +99,20 @@ def synthesize(text: str, lang: str, voice: Voice, dst: Path) -> None:
             f"espeak-ng failed ({voice.espeak_args(lang)}) on {text[:60]!r}: "
             f"{proc.stderr.decode(errors='replace').strip()[-300:]}"
         )
+    tts_to_wav16k(proc.stdout, dst, "espeak-ng")
+
+
+def tts_to_wav16k(src: bytes | Path, dst: Path, engine: str) -> None:
+    """A TTS engine's wav (its bytes, or a file) -> 16 kHz 16-bit mono ``dst``, atomically (sox
+    without dither, so the file is reproducible bit for bit); ``engine`` names it in errors."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.wav")
-    sox = subprocess.run(
-        ["sox", "-q", "-D", "-t", "wav", "-", "-r", "16000", "-b", "16", "-c", "1", str(tmp)],
-        input=proc.stdout,
-        capture_output=True,
-    )
+    source = ["-t", "wav", "-"] if isinstance(src, bytes) else [str(src)]
+    sox = subprocess.run(["sox", "-q", "-D", *source, "-r", "16000", "-b", "16", "-c", "1", str(tmp)],
+                         input=src if isinstance(src, bytes) else None, capture_output=True)
     if sox.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"sox failed converting espeak-ng output for {dst.name}: {sox.stderr.decode(errors='replace')[-300:]}")
+        raise RuntimeError(f"sox failed converting {engine} output for {dst.name}: {sox.stderr.decode(errors='replace')[-300:]}")
     os.replace(tmp, dst)
 
 

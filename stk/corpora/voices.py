@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +27,7 @@ from typing import Sequence
 
 from stk.corpora.asterisk import ProgressFn, Utt, no_progress, run_jobs, write_speech_dirs
 from stk.corpora.heldout import sentence_id
+from stk.corpora.synth import tts_to_wav16k
 from stk.data.kaldi import read_kv
 from stk.utils import atomic_write_text
 
@@ -92,12 +92,7 @@ def synthesize(text: str, voice: EngineVoice, dst: Path) -> None:
         if proc.returncode != 0 or not raw.exists() or raw.stat().st_size <= 44:
             raise RuntimeError(f"{voice.engine} ({voice.voice}) failed on {text[:60]!r}: "
                                f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
-        tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.wav")
-        sox = subprocess.run(["sox", "-q", "-D", str(raw), "-r", "16000", "-b", "16", "-c", "1", str(tmp)], capture_output=True)
-        if sox.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"sox failed converting {voice.engine} output for {dst.name}: {sox.stderr.decode(errors='replace')[-300:]}")
-        os.replace(tmp, dst)
+        tts_to_wav16k(raw, dst, voice.engine)
 
 
 def _unit_hash(key: str) -> float:
