@@ -52,8 +52,7 @@ st_config=${st_config:-conf/finetune_st${sfx}.yaml}
 tok=data/token/char
 read -r -a extra <<< "${train_opts}"
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
-# is_done STAGE MARKER KEY: true (and logged) when MARKER records KEY, the settings STAGE ran with
-is_done() { [ -f "$2" ] && [ "$(cat "$2")" = "$3" ] && log "Stage $1: done already ($2)"; }
+. utils/lib/done.sh   # is_done STAGE MARKER KEY: skip a stage that already ran with these settings
 log "corpus=${corpus_dir}, tsv=${tsv_dir}"
 
 key0="${corpus_dir} ${tsv_dir} ${src_langs} ${tgt_lang}"

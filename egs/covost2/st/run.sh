@@ -54,8 +54,7 @@ bpe=data/token/bpe${vocab_size}
 asr=exp/asr st=exp/st
 read -r -a extra <<< "${train_opts}"
 dirs=(data.train.paired.data_dir=dump/train data.valid.data_dir=dump/dev)  # this recipe's dirs, whatever the config
-# is_done STAGE MARKER KEY: true (and logged) when MARKER records KEY, the settings STAGE ran with
-is_done() { [ -f "$2" ] && [ "$(cat "$2")" = "$3" ] && log "Stage $1: done already ($2)"; }
+. utils/lib/done.sh   # is_done STAGE MARKER KEY: skip a stage that already ran with these settings
 log "corpus=${corpus_dir}, tsv=${tsv_dir}"
 
 key0="${corpus_dir} ${tsv_dir} ${src_langs} ${tgt_lang}"

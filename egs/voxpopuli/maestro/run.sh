@@ -52,8 +52,7 @@ tok=data/token/bpe${vocab_size}
 speech=dump/train; [ -n "${unpaired_speech}" ] && speech=dump/speech_train
 read -r -a extra <<< "${train_opts}"
 train() { stk_train "$1" "$2" data.tokenizer=${tok}.model data.cmvn=dump/cmvn.json "${@:3}" "${extra[@]}"; }
-# is_done STAGE MARKER KEY: true (and logged) when MARKER records KEY, the settings STAGE ran with
-is_done() { [ -f "$2" ] && [ "$(cat "$2")" = "$3" ] && log "Stage $1: done already ($2)"; }
+. utils/lib/done.sh   # is_done STAGE MARKER KEY: skip a stage that already ran with these settings
 weights() { cksum 2>/dev/null < "$1/model.avg1.safetensors" || true; }
 log "corpus=${corpus_dir}"
 
