@@ -81,7 +81,7 @@ def count_flops(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU, load and library versions for a benchmark record."""
-    from stk.scoring import cpu_name
+    from stk.report import cpu_name
 
     cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stk.cli import app
-from stk.scoring import Normalizer, bootstrap, compare, environment_block, error_rates
+from stk.report import environment_block
+from stk.scoring import Normalizer, bootstrap, compare, error_rates
 
 runner = CliRunner()
 

@@ -156,7 +156,7 @@ def report(
     env: Annotated[bool, typer.Option("--env/--no-env", help="Start with the environment block (date, stk git hash, torch/torchaudio, machine); default: on unless --append.")] = None,
 ) -> None:
     """Gather score.json files into a markdown results table (RESULTS.md)."""
-    from stk.scoring import environment_block, results_table
+    from stk.report import environment_block, results_table
 
     rows = []
     for f in scores:
@@ -180,7 +180,7 @@ def env(
     out: Annotated[Path | None, typer.Option(help="Write the block here (default: stdout).")] = None,
 ) -> None:
     """Print the environment block of a RESULTS.md: date, stk git hash, torch/torchaudio, machine."""
-    from stk.scoring import environment_block
+    from stk.report import environment_block
 
     text = environment_block()
     if out is None:
