@@ -54,19 +54,8 @@ def mini(
     from stk.corpora.mini import build_mini
 
     lang_list = _parse_langs(langs)
-    err, handler = _setup_logging(verbose)
-    root = logging.getLogger()
-    t0 = time.time()
-    try:
-        with _progress_bars(err) as track:
-            rows = build_mini(out, size.value, cache, lang_list, nj=nj, progress=track)
-    except (ValueError, RuntimeError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            root.removeHandler(handler)
-    _print_summary(rows, f"mini corpus ({size.value}) in {out}: {time.time() - t0:.1f} s")
+    _run_prepare(verbose, lambda s: f"mini corpus ({size.value}) in {out}: {s:.1f} s",
+                 lambda track: build_mini(out, size.value, cache, lang_list, nj=nj, progress=track))
 
 
 def _print_summary(rows: list, title: str) -> None:
@@ -127,6 +116,23 @@ def _progress_bars(err) -> Iterator[Callable[[str, int], Callable[[int], None]]]
         yield track
 
 
+def _run_prepare(verbose: bool, title: Callable[[float], str], fn: Callable[..., list]) -> None:
+    """Run a ``prepare_<corpus>`` call ``fn(track)`` with stk's logging and progress bars; print its
+    summary table (``title(seconds)``), or the error naming the file and exit 1."""
+    err, handler = _setup_logging(verbose)
+    t0 = time.time()
+    try:
+        with _progress_bars(err) as track:
+            rows = fn(track)
+    except (ValueError, OSError, RuntimeError) as e:  # bad layout, unreadable file, failed sox/TTS run
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+    _print_summary(rows, title(time.time() - t0))
+
+
 def covost2(
     corpus_dir: Path = typer.Option(
         ..., "--corpus-dir", help="Common Voice root: <dir>/<lang>/clips/*.mp3 and <dir>/<lang>/validated.tsv."
@@ -149,19 +155,9 @@ def covost2(
 
     src = _split_list(src_langs, "source language")
     split_list = _split_list(splits, "split")
-    err, handler = _setup_logging(verbose)
-    t0 = time.time()
-    try:
-        with _progress_bars(err) as track:
-            rows = prepare_covost2(corpus_dir, out, src_langs=src, tgt_lang=tgt_lang, splits=split_list,
-                                   tsv_dir=tsv_dir, convert=convert, nj=nj, progress=track)
-    except (ValueError, OSError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-    _print_summary(rows, f"CoVoST 2 {','.join(src)}->{tgt_lang} in {out}: {time.time() - t0:.1f} s")
+    _run_prepare(verbose, lambda s: f"CoVoST 2 {','.join(src)}->{tgt_lang} in {out}: {s:.1f} s",
+                 lambda track: prepare_covost2(corpus_dir, out, src_langs=src, tgt_lang=tgt_lang, splits=split_list,
+                                               tsv_dir=tsv_dir, convert=convert, nj=nj, progress=track))
 
 
 def voxpopuli(
@@ -179,35 +175,9 @@ def voxpopuli(
 
     lang_list = _split_list(langs, "language")
     split_list = _split_list(splits, "split")
-    err, handler = _setup_logging(verbose)
-    t0 = time.time()
-    try:
-        rows = prepare_voxpopuli(corpus_dir, out, langs=lang_list, splits=split_list,
-                                 text_field="raw_text" if raw_text else "normalized_text")
-    except (ValueError, OSError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-    _print_summary(rows, f"VoxPopuli {','.join(lang_list)} in {out}: {time.time() - t0:.1f} s")
-
-
-def _run_prepare(verbose: bool, title: Callable[[float], str], fn: Callable[..., list]) -> None:
-    """Run a ``prepare_<corpus>`` call ``fn(track)`` with stk's logging and progress bars; print its
-    summary table (``title(seconds)``), or the error naming the file and exit 1."""
-    err, handler = _setup_logging(verbose)
-    t0 = time.time()
-    try:
-        with _progress_bars(err) as track:
-            rows = fn(track)
-    except (ValueError, OSError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-    _print_summary(rows, title(time.time() - t0))
+    _run_prepare(verbose, lambda s: f"VoxPopuli {','.join(lang_list)} in {out}: {s:.1f} s",
+                 lambda track: prepare_voxpopuli(corpus_dir, out, langs=lang_list, splits=split_list,
+                                                 text_field="raw_text" if raw_text else "normalized_text"))
 
 
 def librispeech(
