@@ -100,7 +100,8 @@ def extraction(seconds: float, layer: int) -> list[list[object]]:
     from stk.features.fbank import FbankConfig, compute_fbank
     from stk.features.mfcc import compute_mfcc
     from stk.models.hubert import HubertModel
-    from stk.units import assign, pool_frames
+    from stk.units import assign
+    from stk.units_features import pool_frames
 
     rng = np.random.default_rng(0)
     waves = [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in (seconds / 4,) * 4]
