@@ -222,3 +222,26 @@ def test_bad_arguments():
         MslamModel(vocab_size=12, input_dim=20, encoder=ENC, variant="bert")
     with pytest.raises(ValueError, match="text_weight"):
         MslamModel(vocab_size=12, input_dim=20, encoder=ENC, text_weight=-1)
+
+
+def test_paired_warmup_weight_then_paper_weight():
+    """The warm-up weights the paired losses by paired_warmup_weight for its first training calls, then
+    paired_weight; the clock is a checkpointed buffer (and only exists when the warm-up is on)."""
+    assert "paired_clock" not in MslamModel(vocab_size=12, input_dim=20, encoder=ENC).state_dict()
+    m = MslamModel(vocab_size=12, input_dim=20, encoder=ENC, variant="mslam-ctc", paired_weight=0.03,
+                   paired_warmup_steps=2, paired_warmup_weight=1.0).train()
+    b = {**_batch("paired"), "stream": "paired"}
+    seen = []
+    for _ in range(3):
+        torch.manual_seed(0)  # same masks each call: the total is w * (ctc + tlm)
+        st = m(b)["stats"]
+        seen.append((st["paired_weight"], st["loss"], st["ctc"] + st["tlm"]))
+    assert [w for w, _, _ in seen] == [1.0, 1.0, 0.03]
+    for w, loss, paired in seen:
+        assert loss == pytest.approx(w * paired, rel=1e-5)
+    assert int(m.state_dict()["paired_clock"]) == 3
+    m.eval()
+    m(b)  # validation does not advance the clock
+    assert int(m.paired_clock) == 3
+    with pytest.raises(ValueError, match="paired_warmup_steps"):
+        MslamModel(vocab_size=12, input_dim=20, encoder=ENC, paired_warmup_steps=-1)

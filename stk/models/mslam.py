@@ -16,6 +16,9 @@ Losses, chosen by what a batch holds (``feats`` and/or the ``text`` target):
 text, TLM), ``mslam-ctc`` (speech, text, TLM + CTC). Training batches from a paired stream get the
 paired losses only (the paper's use of paired data); in evaluation every enabled loss the batch
 supports is computed. Total: ``speech_weight·L_speech + text_weight·L_text + paired_weight·(L_ctc + L_tlm)``.
+A warm-up (``paired_warmup_steps`` > 0, off by default) uses ``paired_warmup_weight`` instead of
+``paired_weight`` for the first training updates, so that a small model's paired CTC leaves its
+all-blank start before the paper's small weight takes over.
 Fine-tuning reuses ``encoder.*`` (``{name: mslam}`` encoder in any speech model) via ``init``.
 """
 
@@ -57,6 +60,10 @@ class MslamModel(StkModel):
         mlm_weight, diversity_weight: w2v-BERT's MLM and codebook-diversity terms.
         speech_weight, text_weight, paired_weight: the paper's 1.0 / 0.3 / 0.03.
         ctc_weight, tlm_weight: the two paired losses inside ``paired_weight``.
+        paired_warmup_steps, paired_warmup_weight: for the first ``paired_warmup_steps`` training-mode
+            forward calls (updates, without gradient accumulation) the paired losses are weighted
+            ``paired_warmup_weight``, then ``paired_weight``. The clock is a buffer (``paired_clock``,
+            only when ``paired_warmup_steps`` > 0), so it is checkpointed and a resumed run goes on.
         text_target: batch key of the character sequence.
     """
 
@@ -67,6 +74,7 @@ class MslamModel(StkModel):
         num_negatives: int = 50, temperature: float = 0.1, mask_identical_negatives: bool = False, mlm_weight: float = 1.0, diversity_weight: float = 0.1,
         speech_weight: float = 1.0, text_weight: float = 0.3, paired_weight: float = 0.03,
         ctc_weight: float = 1.0, tlm_weight: float = 1.0, text_target: str = "text",
+        paired_warmup_steps: int = 0, paired_warmup_weight: float = 1.0,
     ) -> None:
         super().__init__()
         from stk.config import check_call_kwargs
@@ -75,9 +83,11 @@ class MslamModel(StkModel):
             raise ValueError(f"variant must be w2v-bert, mslam-tlm or mslam-ctc, got {variant!r}")
         for name, w in dict(mlm_weight=mlm_weight, diversity_weight=diversity_weight, speech_weight=speech_weight,
                             text_weight=text_weight, paired_weight=paired_weight, ctc_weight=ctc_weight,
-                            tlm_weight=tlm_weight).items():
+                            tlm_weight=tlm_weight, paired_warmup_weight=paired_warmup_weight).items():
             if w < 0:
                 raise ValueError(f"{name} must be >= 0, got {w}")
+        if paired_warmup_steps < 0:
+            raise ValueError(f"paired_warmup_steps must be >= 0, got {paired_warmup_steps}")
         enc_conf = check_call_kwargs(MslamEncoder, dict(encoder or {}), "model.conf.encoder")
         self.encoder = MslamEncoder(input_dim=input_dim, vocab_size=vocab_size, **enc_conf)
         d = self.encoder.output_dim
@@ -99,6 +109,15 @@ class MslamModel(StkModel):
         self.speech_weight, self.text_weight, self.paired_weight = speech_weight, text_weight, paired_weight
         self.ctc_weight, self.tlm_weight = ctc_weight, tlm_weight
         self.text_target = text_target
+        self.paired_warmup_steps, self.paired_warmup_weight = int(paired_warmup_steps), float(paired_warmup_weight)
+        if self.paired_warmup_steps > 0:  # training-mode forward calls so far (the warm-up clock)
+            self.register_buffer("paired_clock", torch.zeros((), dtype=torch.long))
+
+    def current_paired_weight(self) -> float:
+        """The paired losses' weight now: ``paired_warmup_weight`` during the warm-up, else ``paired_weight``."""
+        if self.paired_warmup_steps > 0 and int(self.paired_clock) < self.paired_warmup_steps:
+            return self.paired_warmup_weight
+        return self.paired_weight
 
     def min_input_length(self) -> int:
         return self.encoder.min_input_length()
@@ -187,6 +206,9 @@ class MslamModel(StkModel):
             nonlocal loss
             loss = w * term if loss is None else loss + w * term
 
+        pw = self.current_paired_weight()
+        if self.training and self.paired_warmup_steps > 0:
+            self.paired_clock += 1
         feats, lens = batch.get("feats"), batch.get("feats_lens")
         ys, ylens = batch.get(self.text_target), batch.get(f"{self.text_target}_lens")
         if has_speech and not (paired and self.training):
@@ -201,12 +223,14 @@ class MslamModel(StkModel):
             front = self.encoder.speech_features(feats, lens)  # shared by CTC and TLM (no dropout in it)
             if self.ctc is not None and self.ctc_weight > 0:
                 lc = self.ctc_loss(feats, lens, ys, ylens, front)
-                add(lc, self.paired_weight * self.ctc_weight)
+                add(lc, pw * self.ctc_weight)
                 stats["ctc"] = lc.item()
             if self.tlm_weight > 0:
                 lt, st = self.tlm_loss(feats, lens, ys, ylens, front)
-                add(lt, self.paired_weight * self.tlm_weight)
+                add(lt, pw * self.tlm_weight)
                 stats.update(st, tlm=lt.item())
+            if self.paired_warmup_steps > 0:
+                stats["paired_weight"] = pw
         if loss is None:
             raise ValueError(f"batch of stream {batch.get('stream')!r} has neither feats nor {self.text_target!r}")
         stats["loss"] = loss.item()
