@@ -116,30 +116,40 @@ SMOKE = "trainer.max_steps=6 trainer.valid_interval_steps=3 trainer.log_interval
 
 
 def test_mslam_recipe(tmp_path, tiny_corpus):
-    """Every stage: data, char tokenizer, pre-training (mSLAM-CTC), fine-tuning of all four tasks from
-    scratch and from it, the CTC probe, decoding, zero-shot text translation, the results grid."""
-    run_recipe("mslam", tmp_path, tiny_corpus, "--variants", "mslam-ctc", "--train-opts", SMOKE, train_config=None)
+    """Every default stage (low-resource split, pre-training mSLAM-CTC, ASR/probe/LID fine-tuning from
+    scratch and from it, decoding, intervals and paired comparisons) and the --ablation stage (ST,
+    zero-shot text translation, intent; its extra variants left out to stay cheap)."""
+    run_recipe("mslam", tmp_path, tiny_corpus, "--variants", "mslam-ctc", "--ablation", "true", "--ablation-variants", "",
+               "--bootstrap", "200", "--train-opts", SMOKE, train_config=None)
     work = tmp_path / "mslam"
     assert not (work / "RESULTS.md").exists()  # a tiny run writes exp/RESULTS.md only (--publish-results true copies)
-    text, per_lang = (work / "exp" / "RESULTS.md").read_text().split("## Zero-shot")
+    n = {d: len((work / "data" / d / "utt2spk").read_text().splitlines()) for d in ("paired_all", "paired_train", "rest")}
+    assert n["paired_train"] == int(0.2 * n["paired_all"]) and n["paired_train"] + n["rest"] == n["paired_all"]
+    text_train = (work / "data" / "text_train" / "text").read_text()
+    assert (work / "data" / "rest" / "text").read_text().splitlines()[0] in text_train  # the rest's transcripts are text
+    text, ablation = (work / "exp" / "RESULTS.md").read_text().split("## Ablation", 1)
     assert text.startswith("## Environment") and "torchaudio" in text
-    for col in ("ST BLEU real", "ASR CER synth", "intent acc real", "LID acc synth", "zero-shot text BLEU synth",
-                "CTC probe CER synth"):
+    for col in ("ASR CER synth_test", "CTC probe CER real_test", "LID acc synth_test"):
         assert col in text
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| scratch") or line.startswith("| mslam-ctc")}
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith(("| scratch", "| mslam-ctc"))}
     assert set(rows) == {"scratch", "mslam-ctc"}
-    assert rows["scratch"].count("–") == 1  # no CTC probe without pre-training; every other cell has a score
-    assert "–" not in rows["mslam-ctc"]
-    assert "| de | es | fr | it | ru |" in per_lang  # zero-shot BLEU per source language
-    log = (work / "exp" / "mslam-ctc_st" / "log" / "train.log").read_text()  # the job log (stderr)
+    assert rows["scratch"].count("–") == 2  # no CTC probe without pre-training; every other cell has a score
+    assert "–" not in rows["mslam-ctc"] and re.search(r"\d \[[\d.]+, [\d.]+\] \|", rows["mslam-ctc"])  # 95 % intervals
+    assert re.search(r"\| asr CER \| mslam-ctc − scratch \| synth_test \| .* \| [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\] \|", text)
+    assert (work / "exp" / "compare" / "lid_mslam-ctc_vs_scratch_real_test.json").is_file()
+    for col in ("ST BLEU real", "intent acc real", "zero-shot text BLEU synth"):
+        assert col in ablation
+    assert "| de | es | fr | it | ru |" in ablation  # zero-shot BLEU per source language
+    log = (work / "exp" / "mslam-ctc_asr" / "log" / "train.log").read_text()  # the job log (stderr)
     assert "init: loaded" in log
+    assert "frozen" in (work / "exp" / "mslam-ctc_probe" / "log" / "train.log").read_text()
     zs = (work / "exp" / "mslam-ctc_st" / "zeroshot_st_synth_test" / "hyp").read_text().splitlines()
     assert len(zs) == len((work / "data" / "st_synth_test" / "text").read_text().splitlines())
 
 
 def test_maestro_recipe(tmp_path, tiny_corpus):
     """Every stage, then `stk decode --model maestro wav.scp` from another directory."""
-    run_recipe("maestro", tmp_path, tiny_corpus, "--variants", "maestro", "--test-sets", "real_test",
+    run_recipe("maestro", tmp_path, tiny_corpus, "--test-sets", "real_test", "--ablation", "true", "--bootstrap", "100",
                "--beam-size", "2", "--train-opts", SMOKE, train_config=None)
     work = tmp_path / "maestro"
     durs = (work / "dump" / "paired_low" / "durations").read_text().splitlines()
@@ -147,6 +157,10 @@ def test_maestro_recipe(tmp_path, tiny_corpus):
     assert not (work / "RESULTS.md").exists()  # a tiny run writes exp/RESULTS.md only
     text = (work / "exp" / "RESULTS.md").read_text()
     assert "## Environment" in text and "real_test CER beam" in text and "| maestro |" in text and "| scratch |" in text
+    assert "| paired-only |" in text and "| speech-only |" in text
+    assert re.search(r"\| maestro − paired-only \| real_test \| unpaired text helps .*\| [-+][\d.]+ \[[-+][\d.]+, [-+][\d.]+\] \| "
+                     r"(holds|does not hold|no difference) \|", text), text
+    assert "ST BLEU real_test" in text  # stage 9, --ablation true
     log = (work / "exp" / "pretrain_maestro" / "train.log").read_text()
     for loss in ("contrastive=", "rnnt=", "mm=", "duration=", "amlm="):
         assert loss in log, loss
