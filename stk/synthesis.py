@@ -385,7 +385,8 @@ def synthesize_units(data_dir: str | Path, out_dir: str | Path, vocoder: UnitVoc
     units dump``) through ``vocoder`` into a wav data dir at ``out_dir`` with ``data_dir``'s ``text``,
     ``utt2spk`` and ``utt2lang``. A units file of another k (its ``.info``) or a unit id outside the
     model's range is an error naming both; deduplicated units (a ``.dur`` beside the file) are refused.
-    Returns ``{utts, audio_s, compute_s, rtf}`` (audio seconds of the generated speech)."""
+    A vocoder with F0 input (``vocoder.f0_bins`` > 0) also reads ``f0bins`` beside the units file
+    (``stk data pitch DATA_DIR --frame-shift-ms 16 --bins-per-octave 24``). Returns ``{utts, audio_s, compute_s, rtf}`` (audio seconds of the generated speech)."""
     import json
     import time
 
@@ -405,6 +406,13 @@ def synthesize_units(data_dir: str | Path, out_dir: str | Path, vocoder: UnitVoc
             raise SynthesisError(f"{path}: units of a k={info['k']} units model ({info.get('model')}), the unit "
                                  f"vocoder was trained on k={vocoder.num_units} units")
     seqs = read_int_file(path)
+    f0s: dict[str, list[int]] = {}
+    if getattr(vocoder, "f0_bins", 0):
+        f0_path = path.with_name("f0bins")
+        if not f0_path.exists():
+            raise SynthesisError(f"{f0_path}: no F0 bins, and the unit vocoder takes F0 input (write them with "
+                                 f"`stk data pitch {path.parent} --frame-shift-ms 16 --bins-per-octave 24`)")
+        f0s = read_int_file(f0_path)
     d = load_data_dir(data_dir)
     utt2spk = d.utt2spk or {}
     utts = list(seqs)[:limit] if limit else list(seqs)
@@ -415,7 +423,9 @@ def synthesize_units(data_dir: str | Path, out_dir: str | Path, vocoder: UnitVoc
         for utt in utts:
             t0 = time.perf_counter()
             try:
-                y = vocoder(seqs[utt], utt2spk.get(utt))
+                if f0s and utt not in f0s:
+                    raise ValueError("no line in f0bins")
+                y = vocoder(seqs[utt], utt2spk.get(utt), f0s[utt]) if f0s else vocoder(seqs[utt], utt2spk.get(utt))
             except ValueError as e:
                 raise SynthesisError(f"{path}: utterance {utt!r}: {e}") from None
             stats["compute_s"] += time.perf_counter() - t0

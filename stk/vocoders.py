@@ -184,21 +184,26 @@ class UnitVocoder:
                              f"{self.mel_vocoder.mel_config}")
         label = getattr(m, "speaker_label", None)
         self.speakers = {s: i for i, s in enumerate(self.lm.meta.label_vocab.get(label, []))} if label else {}
+        self.f0_bins: int = int(getattr(m, "f0_bins", 0))  # > 0: the model also reads F0 bins (f0bins)
         self.device = device
 
-    def mel(self, units: list[int] | np.ndarray, speaker: str | None = None) -> np.ndarray:
-        """``(U,)`` frame units -> ``(T, n_mels)`` log-mel (an unknown or absent speaker uses the
-        model's unknown-speaker embedding)."""
+    def mel(self, units: list[int] | np.ndarray, speaker: str | None = None,
+            f0: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """``(U,)`` frame units [+ ``(T,)`` F0 bins, one per mel frame, for a model with F0 input] ->
+        ``(T, n_mels)`` log-mel (an unknown or absent speaker uses the model's unknown-speaker embedding)."""
         import torch
 
         u = torch.as_tensor(np.asarray(units, dtype=np.int64), device=self.device)
         if u.dim() != 1 or u.numel() == 0:
             raise ValueError(f"expected a non-empty (U,) sequence of units, got shape {tuple(u.shape)}")
         spk = torch.tensor([self.speakers.get(speaker, -1) if speaker is not None else -1], device=self.device)
+        f = None if f0 is None else torch.as_tensor(np.asarray(f0, dtype=np.int64), device=self.device)[None]
         with torch.inference_mode():
-            mel, _ = self.lm.model.generate(u[None], torch.tensor([u.numel()], device=self.device), spk)
+            mel, _ = self.lm.model.generate(u[None], torch.tensor([u.numel()], device=self.device), spk,
+                                            **({"f0": f} if self.f0_bins else {}))
         return mel[0].cpu().numpy()
 
-    def __call__(self, units: list[int] | np.ndarray, speaker: str | None = None) -> np.ndarray:
-        """``(U,)`` frame units -> samples at ``mel_config.sample_rate``."""
-        return self.mel_vocoder(self.mel(units, speaker))
+    def __call__(self, units: list[int] | np.ndarray, speaker: str | None = None,
+                 f0: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """``(U,)`` frame units [+ F0 bins] -> samples at ``mel_config.sample_rate``."""
+        return self.mel_vocoder(self.mel(units, speaker, f0))

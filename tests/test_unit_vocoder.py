@@ -95,14 +95,15 @@ def test_wrong_dims_and_units_are_errors():
 CONFIG = """
 model:
   name: unit_vocoder
-  conf: {num_units: 4, dim: 16, unit_layers: 1, mel_layers: 1, kernel: 3, speaker_label: spk}
+  conf: {num_units: 4, dim: 16, unit_layers: 1, mel_layers: 1, kernel: 3, speaker_label: spk, f0_bins: 82,
+         postnet_layers: 1}
 data:
   tokenizer: tok/char.model
   fbank: {num_mel_bins: 80}
   label_vocab: {spk: [spk0, spk1]}
   train:
-    uv: {data_dir: mel, targets: {}, int_seqs: {units: units}, labels: {spk: utt2spk}, batch: {max_frames: 400}}
-  valid: {data_dir: mel, targets: {}, int_seqs: {units: units}, labels: {spk: utt2spk}}
+    uv: {data_dir: mel, targets: {}, int_seqs: {units: units, f0: f0bins}, labels: {spk: utt2spk}, batch: {max_frames: 400}}
+  valid: {data_dir: mel, targets: {}, int_seqs: {units: units, f0: f0bins}, labels: {spk: utt2spk}}
 optim: {name: adam, lr: 0.005, warmup_steps: 2}
 trainer: {max_steps: 4, log_interval: 1, keep_nbest: 1, progress: false, tensorboard: false, seed: 1}
 """
@@ -120,7 +121,8 @@ def test_tiny_train_package_synth_units(tmp_path, monkeypatch):
     for s in (["tokenizer", "train", "train/text", "--out", "tok/char", "--vocab-size", "20", "--model-type", "char"],
               ["synth", "mels", "train", "mel"],
               ["units", "fit", "mel", "--features", "mfcc", "--k", "4", "--max-frames", "5000", "--out", "um"],
-              ["units", "dump", "mel", "--model", "um"]):
+              ["units", "dump", "mel", "--model", "um"],
+              ["data", "pitch", "mel", "--frame-shift-ms", "16", "--bins-per-octave", "24"]):
         r = runner.invoke(app, s)
         assert r.exit_code == 0, r.output
     assert (Path("mel/feats.scp").exists() and Path("mel/utt2num_frames").exists()
@@ -130,6 +132,11 @@ def test_tiny_train_package_synth_units(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["package", "exp", "--weights", "exp/checkpoints/last.pt", "--out", "pkg"])
     assert r.exit_code == 0, r.output
+    f0_lines = Path("mel/f0bins").read_text()
+    Path("mel/f0bins").unlink()  # the model takes F0 input: its absence is named
+    r = runner.invoke(app, ["synth", "units", "mel", "--model", "pkg", "--out", "out"])
+    assert r.exit_code == 1 and "f0bins" in r.output and "--bins-per-octave 24" in r.output, r.output
+    Path("mel/f0bins").write_text(f0_lines)
     r = runner.invoke(app, ["synth", "units", "mel", "--model", "pkg", "--out", "out", "--json", "rtf.json"])
     assert r.exit_code == 0, r.output
     validate_data_dir("out", expected_rate=16000)
@@ -145,3 +152,54 @@ def test_tiny_train_package_synth_units(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["synth", "units", "mel", "--model", "pkg", "--out", "out6", "--units-file", "mel/units6"])
     assert r.exit_code == 1 and "k=6" in r.output and "k=4" in r.output, r.output
+
+
+def test_f0_bins():
+    from stk.features.pitch import f0_bins, n_f0_bins
+
+    b = f0_bins(np.array([0.0, 60.0, 120.0, 84.85, 600.0, 5000.0, 30.0]))
+    assert b.tolist() == [0, 1, 25, 13, 81, 81, 1]  # 0 unvoiced; 24 bins per octave above 60 Hz; clipped
+    assert n_f0_bins() == 82 and b.max() < n_f0_bins()
+    with pytest.raises(ValueError, match="bins_per_octave"):
+        f0_bins(np.zeros(3), bins_per_octave=0)
+
+
+def test_f0_input_and_postnet():
+    """F0 bins (one per mel frame) change the mel, are required, are checked; the postnet starts as
+    the identity, adds a coarse-mel loss, and a few steps lower both."""
+    torch.manual_seed(0)
+    m = tiny(f0_bins=10, postnet_layers=1).eval()
+    units, lens = torch.tensor([[1, 2, 3, 4]]), torch.tensor([4])
+    t = int(m.mel_lengths(lens)[0])
+    voiced, unvoiced = torch.full((1, t), 5), torch.zeros(1, t, dtype=torch.long)
+    a, _ = m.generate(units, lens, f0=voiced)
+    b, _ = m.generate(units, lens, f0=unvoiced)
+    coarse, final, _ = m.mels(units, lens, f0=voiced)
+    assert a.shape == (1, t, 80) and not torch.allclose(a, b) and torch.equal(coarse, final)
+    short, _ = m.generate(units, lens, f0=voiced[:, : t - 2])  # edge frames: padded with the last
+    torch.testing.assert_close(short, a)
+    with pytest.raises(ValueError, match="takes F0 input"):
+        m.generate(units, lens)
+    with pytest.raises(ValueError, match=r"F0 bin 10 is outside 0\.\.9"):
+        m.generate(units, lens, f0=torch.full((1, t), 10))
+    batch = batch_of([[1, 2, 3, 4, 5, 6, 7, 0], [3, 3, 3, 1]])
+    with pytest.raises(ValueError, match="no 'f0' F0 bins"):
+        m(batch)
+    f0 = torch.randint(0, 10, (2, int(batch["feats_lens"].max())))
+    batch |= {"f0": f0, "f0_lens": batch["feats_lens"].clone()}
+    with pytest.raises(ValueError, match="F0 frames"):
+        m(batch | {"f0_lens": batch["feats_lens"] + 9})
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    before = m(batch)["stats"]
+    assert before["coarse_l1"] == pytest.approx(before["mel_l1"]) and before["loss"] == pytest.approx(2 * before["mel_l1"])
+    m.train()
+    for _ in range(10):
+        opt.zero_grad()
+        m(batch)["loss"].backward()
+        opt.step()
+    m.eval()
+    after = m(batch)["stats"]
+    assert after["mel_l1"] < before["mel_l1"] and after["coarse_l1"] < before["coarse_l1"]
+    assert m.f0_embed.weight.grad.abs().sum() > 0 and m.postnet_out.weight.abs().sum() > 0
+    with pytest.raises(ConfigError, match="f0_bins"):
+        tiny(f0_bins=1)

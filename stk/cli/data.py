@@ -352,13 +352,15 @@ def pitch(
     out_dir: Annotated[Path | None, typer.Option(help="Where pitch.{ark,scp} and pitch_stats.json go (default: DATA_DIR).")] = None,
     method: Annotated[str, typer.Option(help="pyworld F0 estimator: dio (DIO + StoneMask) or harvest.")] = "dio",
     frame_shift_ms: Annotated[float, typer.Option(help="Frame shift in ms (10: the fbank frame rate).")] = 10.0,
+    bins_per_octave: Annotated[int, typer.Option(help="> 0: also write f0bins (log-F0 bins per frame, 0 unvoiced: a unit vocoder's F0 input).")] = 0,
 ) -> None:
     """F0 + voicing per frame (pyworld) with per-speaker normalised log-F0 -> pitch.{ark,scp} (kaldiio)."""
     from stk.data.kaldi import DataDirError
     from stk.features.pitch import PitchConfig, dump_pitch
 
     try:
-        res = dump_pitch(data_dir, out_dir, PitchConfig(method=method, frame_shift_ms=frame_shift_ms))
+        res = dump_pitch(data_dir, out_dir, PitchConfig(method=method, frame_shift_ms=frame_shift_ms),
+                         bins_per_octave=bins_per_octave)
     except (DataDirError, ValueError) as e:
         _fail(e)
     typer.echo(f"{out_dir or data_dir}/pitch.scp: {res['utts']} utterances, {res['frames']} frames, "

@@ -93,9 +93,33 @@ def normalise(f0: np.ndarray, stats: LogF0Stats) -> np.ndarray:
     return np.concatenate([f0, z[:, None]], axis=1).astype(np.float32)
 
 
-def dump_pitch(data_dir: str | Path, out_dir: str | Path | None = None, conf: PitchConfig | None = None) -> dict:
+def f0_bins(f0_hz: np.ndarray, *, f0_floor: float = 60.0, f0_ceil: float = 600.0,
+            bins_per_octave: int = 24) -> np.ndarray:
+    """``(T,)`` F0 in Hz (0 unvoiced) -> ``(T,)`` int64 log-F0 bins: 0 unvoiced, else
+    ``1 + round(bins_per_octave · log2(F0 / f0_floor))`` clipped to ``1 … n_f0_bins(...) - 1`` (absolute
+    pitch, not speaker-normalised: a unit vocoder's F0 input places the harmonics with it)."""
+    if bins_per_octave < 1 or not 0 < f0_floor < f0_ceil:
+        raise ValueError(f"need bins_per_octave >= 1 and 0 < f0_floor < f0_ceil, got {bins_per_octave}, "
+                         f"{f0_floor}, {f0_ceil}")
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    out = np.zeros(f0.shape, np.int64)
+    v = f0 > 0
+    b = 1 + np.rint(bins_per_octave * np.log2(f0[v] / f0_floor))
+    out[v] = np.clip(b, 1, n_f0_bins(f0_floor=f0_floor, f0_ceil=f0_ceil, bins_per_octave=bins_per_octave) - 1)
+    return out
+
+
+def n_f0_bins(*, f0_floor: float = 60.0, f0_ceil: float = 600.0, bins_per_octave: int = 24) -> int:
+    """Number of :func:`f0_bins` ids (the unvoiced 0 included): 82 for 60–600 Hz at 24 per octave."""
+    return 2 + int(np.ceil(bins_per_octave * np.log2(f0_ceil / f0_floor)))
+
+
+def dump_pitch(data_dir: str | Path, out_dir: str | Path | None = None, conf: PitchConfig | None = None,
+               bins_per_octave: int = 0) -> dict:
     """Compute F0 for every wav of ``data_dir`` (resampled to ``conf.sample_rate``) and write
-    ``out_dir/pitch.{ark,scp}`` + ``pitch_stats.json`` (default ``out_dir``: the data dir itself).
+    ``out_dir/pitch.{ark,scp}`` + ``pitch_stats.json`` (default ``out_dir``: the data dir itself);
+    with ``bins_per_octave`` > 0 also ``out_dir/f0bins`` (``utt-id b b …``, :func:`f0_bins` per frame:
+    the ``int_seqs`` F0 input of a unit vocoder) and ``f0bins.info`` (JSON: the bin settings).
     Returns the stats dict written to ``pitch_stats.json``."""
     import kaldiio
 
@@ -137,4 +161,10 @@ def dump_pitch(data_dir: str | Path, out_dir: str | Path | None = None, conf: Pi
            "frames": frames, "voiced_fraction": voiced / max(frames, 1),
            "speakers": {s: dataclasses.asdict(st) for s, st in stats.items()}}
     atomic_write_text(out / "pitch_stats.json", json.dumps(res, indent=1))
+    if bins_per_octave > 0:
+        kw = dict(f0_floor=conf.f0_floor, f0_ceil=conf.f0_ceil, bins_per_octave=bins_per_octave)
+        atomic_write_text(out / "f0bins", "".join(
+            f"{u} {' '.join(map(str, f0_bins(f0s[u][:, 0], **kw)))}\n" for u in sorted(f0s, key=lambda s: s.encode())))
+        atomic_write_text(out / "f0bins.info", json.dumps(
+            {**kw, "n_bins": n_f0_bins(**kw), "frame_shift_ms": conf.frame_shift_ms}, indent=1))
     return res
