@@ -222,6 +222,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ "${ablation}" = true ]; th
       cells+=("${row}|ST BLEU ${x}|bleu|exp/${row}_st/decode_st_${x}/score.json" "${row}|ST chrF ${x}|chrf|exp/${row}_st/decode_st_${x}/score.json")
     done
   done
+  sed -i '/^## Ablation: ST/,$d' exp/RESULTS.md  # a re-run replaces its section
   stk table "${cells[@]}" --out exp/RESULTS.md --append --title "Ablation: ST (X->en, de es fr it ru) fine-tuned from each row" \
     --notes "${rows_note} ST: conf/finetune_st.yaml on the ST pairs (encoder initialised from the pre-training; Transformer decoder, CTC on the source transcript)."
   if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
