@@ -221,6 +221,7 @@ def test_vocoder_recipe(tmp_path):
     for name in ("mini-hifigan", "mini-xvector", "mini-unit-vocoder"):
         assert (tmp_path / f"store/{name}/model.yaml").exists(), name
     assert "mfcc:k20:units.json-sha256=" in text  # the units the unit vocoder was trained on
+    assert "+ the source's F0" in text and (work / "data/real_test_en/f0bins").exists()  # its F0 input
     assert not (work / "RESULTS.md").exists()  # a tiny run never writes the committed RESULTS.md
 
 

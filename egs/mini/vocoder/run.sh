@@ -2,7 +2,7 @@
 # Speech out on the mini corpus: copy synthesis of English test speech (espeak-ng synth_test_en,
 # real asterisk real_test_en) from ground-truth 80-bin log-mels through Griffin-Lim and a HiFi-GAN
 # trained here (for a fixed wall budget), and through WORLD analysis-synthesis; unit resynthesis
-# (frame units -> log-mel by the unit_vocoder model trained here -> Griffin-Lim); an x-vector speaker
+# (frame units + F0 -> log-mel by the unit_vocoder model trained here -> Griffin-Lim); an x-vector speaker
 # encoder trained on the corpus speakers; one table of judge WER/CER (Whisper base, 95 % intervals),
 # MCD, speaker similarity and RTF; spectrogram PNGs and listening samples in exp/; the models go to the
 # store (mini-hifigan, mini-unit-vocoder, mini-xvector).
@@ -25,7 +25,7 @@ vocoders="griffin-lim world hifigan unit-vocoder"   # rows after the original (h
 hifigan_config=conf/hifigan.yaml
 hifigan_minutes=12   # wall budget of the HiFi-GAN training (SIGTERM: the trainer checkpoints and stops); 0: none
 unit_vocoder_config=conf/unit_vocoder.yaml
-unit_vocoder_minutes=20  # wall budget of the unit-vocoder training (its config's max_steps otherwise); 0: none
+unit_vocoder_minutes=45  # wall cap of the unit-vocoder training: its config's max_steps (3000, ~21 min at 1 thread at 2.4 updates/s) ends it first unless loaded; 0: none
 units_model=mfcc     # mfcc: MFCC k-means fitted here (k=units_k); else a units model dir or store name (mini-hubert-units)
 units_k=1000         # 1000 as UnitY's / mHuBERT's units (k=100 MFCC units gave judge WER 125 % at 300 updates)
 xvector_config=conf/xvector.yaml
@@ -95,9 +95,14 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     [ -f ${um}/.done ] || { stk units fit data/uv_train --features mfcc --k ${units_k} --max-frames 100000 --out ${um} && touch ${um}/.done; }
   fi
   for x in uv_train uv_dev; do
-    [ -f dump/${x}/.done ] || { stk synth mels data/${x} dump/${x} && stk units dump dump/${x} --model ${um} && touch dump/${x}/.done; }
+    [ -f dump/${x}/.done ] || { rm -f dump/${x}/.f0_done; stk synth mels data/${x} dump/${x} && stk units dump dump/${x} --model ${um} && touch dump/${x}/.done; }
   done
   for x in ${eval_sets}; do stk units dump data/${x} --model ${um}; done
+  log "Stage 1: F0 bins, one per mel frame (16 ms), 24 per octave: the unit vocoder's F0 input (f0bins beside the units)"
+  for x in uv_train uv_dev; do
+    [ -f dump/${x}/.f0_done ] || { stk data pitch dump/${x} --frame-shift-ms 16 --bins-per-octave 24 && touch dump/${x}/.f0_done; }
+  done
+  for x in ${eval_sets}; do stk data pitch data/${x} --frame-shift-ms 16 --bins-per-octave 24; done
   ud=${um}; [ -d "${ud}" ] || ud=${STK_MODEL_STORE:-${HOME}/.cache/stk/models}/${um}
   grep -o '"k": [0-9]*' "${ud}/units.json" | cut -d' ' -f2 > dump/units_k
   echo "${um}:$(grep -o '"features": "[a-z]*"' "${ud}/units.json" | cut -d'"' -f4):k$(cat dump/units_k):units.json-sha256=$(sha256sum "${ud}/units.json" | cut -c1-16)" > dump/units_model
@@ -141,7 +146,7 @@ unit_vocoder() {
   train_budget ${unit_vocoder_config} exp/unit_vocoder ${unit_vocoder_minutes} "data.label_vocab.spk=[${spk}]" \
     "model.conf.num_units=$(cat dump/units_k)" "model.conf.units_model=$(cat dump/units_model)"
   stk package exp/unit_vocoder --weights exp/unit_vocoder/checkpoints/last.pt --out exp/unit_vocoder/package \
-    --description "mini corpus unit vocoder, units -> 80-bin log-mel ($(cat dump/units_model)); + Griffin-Lim"
+    --description "mini corpus unit vocoder, units + F0 bins -> 80-bin log-mel ($(cat dump/units_model)); + Griffin-Lim"
 }
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -213,7 +218,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   }
   stk synth report exp --systems original,$(echo ${vocoders} | tr ' ' ',') --sets ${sets} --out exp/RESULTS.md \
     --title "mini vocoders (${size} corpus): copy synthesis of English test speech" \
-    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN (when a row): ${hifigan_config}${train_opts:+ (${train_opts})}, trained in stage 2 for a ${hifigan_minutes}-min wall budget: $(trained exp/hifigan/train.log). Unit vocoder: ${unit_vocoder_config} on $(cat dump/units_model 2>/dev/null) frame units (50/s, not deduplicated) of ${uv_train_utts} training utterances, $(trained exp/unit_vocoder/train.log); its log-mels go through Griffin-Lim as above. x-vector similarity: ${xvector_package}."
+    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN (when a row): ${hifigan_config}${train_opts:+ (${train_opts})}, trained in stage 2 for a ${hifigan_minutes}-min wall budget: $(trained exp/hifigan/train.log). Unit vocoder: ${unit_vocoder_config} on $(cat dump/units_model 2>/dev/null) frame units (50/s, not deduplicated) + the source's F0 (DIO, 16 ms, 24 log-F0 bins per octave; \`stk data pitch --bins-per-octave 24\`) of ${uv_train_utts} training utterances, $(trained exp/unit_vocoder/train.log); its log-mels go through Griffin-Lim as above. x-vector similarity: ${xvector_package}."
   if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
   cat exp/RESULTS.md
 fi
@@ -222,7 +227,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: model store: '${hifigan_name}', '${unit_vocoder_name}', '${xvector_name}'"
   if [ -f exp/unit_vocoder/.done ]; then
     stk package exp/unit_vocoder --weights exp/unit_vocoder/checkpoints/last.pt --out exp/unit_vocoder/package \
-      --name ${unit_vocoder_name} --force --description "mini corpus unit vocoder, units -> 80-bin log-mel ($(cat dump/units_model)); + Griffin-Lim"
+      --name ${unit_vocoder_name} --force --description "mini corpus unit vocoder, units + F0 bins -> 80-bin log-mel ($(cat dump/units_model)); + Griffin-Lim"
   fi
   if [ -f exp/hifigan/.done ]; then
     stk package exp/hifigan --weights exp/hifigan/checkpoints/last.pt --out exp/hifigan/package --name ${hifigan_name} \
