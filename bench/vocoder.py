@@ -90,6 +90,9 @@ def build_systems(waves: list[np.ndarray], hifigan: str | None, unit_vocoder: st
         uv = UnitVocoderModel(vocab_size=1, input_dim=80, **conf).eval()
     g = torch.Generator().manual_seed(0)
     units = [torch.randint(0, uv.num_units, (max(2, int(len(w) / 16000 * uv.unit_rate)),), generator=g) for w in waves]
+    nf0 = getattr(uv, "f0_bins", 0)  # a model with F0 input: random F0 bins, one per mel frame
+    f0s = [torch.randint(0, nf0, (1, int(uv.mel_lengths(torch.tensor([u.numel()]))[0])), generator=g) if nf0 else None
+           for u in units]
 
     def run_gl():
         for m in mels:
@@ -106,7 +109,8 @@ def build_systems(waves: list[np.ndarray], hifigan: str | None, unit_vocoder: st
 
     def unit_mels():
         with torch.inference_mode():
-            return [uv.generate(u[None], torch.tensor([u.numel()]))[0][0].numpy() for u in units]
+            return [uv.generate(u[None], torch.tensor([u.numel()]), **({"f0": f} if nf0 else {}))[0][0].numpy()
+                    for u, f in zip(units, f0s)]
 
     def run_unit():
         for m in unit_mels():
@@ -136,6 +140,8 @@ def train_steps(threads: int, steps: int, segments: int, uv_frames: int) -> dict
     mel_lens = uv.mel_lengths(lens)
     uv_batch = {"feats": torch.randn(b, int(mel_lens.max()), 80) - 5, "feats_lens": mel_lens, "units": units,
                 "units_lens": lens, "utt_ids": [str(i) for i in range(b)]}
+    if uv.f0_bins:
+        uv_batch |= {"f0": torch.randint(0, uv.f0_bins, (b, int(mel_lens.max()))), "f0_lens": mel_lens.clone()}
 
     def step(model, opt, batch):
         def f():
