@@ -14,11 +14,12 @@ CLAIMS = {
 }
 
 
-def verdict(ci: list[float]) -> str:
-    lo, hi = ci
-    if lo <= 0.0 <= hi:
-        return "no difference"
-    return "holds" if hi < 0 else "does not hold"  # lower is better: A - B < 0 means A better
+def verdict(res: dict, metric: str) -> str:
+    """The claim "A better" from `stk score --compare`'s own verdict (no difference / <A> / <B> better)."""
+    v = res[metric]["verdict"]
+    if v == "no difference":
+        return v
+    return "holds" if v == f"{res['systems'][0]} better" else "does not hold"
 
 
 def main(specs: list[str]) -> None:
@@ -35,7 +36,7 @@ def main(specs: list[str]) -> None:
         for m in ("cer", "wer"):
             r = res[m]
             cells += [f"{r['a']:.1f} / {r['b']:.1f}", f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]",
-                      verdict(r["ci"])]
+                      verdict(res, m)]
         print(f"| {a} − {b} | {x} | {claim} | " + " | ".join(cells) + " |")
     print(f"\nIntervals: `stk score --compare` ({n} paired bootstrap samples over the test utterances); "
           "a claim holds when the whole interval is below 0, does not hold when it is above 0, "

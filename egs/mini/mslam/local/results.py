@@ -34,12 +34,12 @@ def cell(path: Path, key: str) -> str:
     return f"{res[key]:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
 
 
-def verdict(diff_ci: list[float], lower_better: bool) -> str:
-    lo, hi = diff_ci
-    if lo <= 0.0 <= hi:
-        return "no difference"
-    a_better = hi < 0 if lower_better else lo > 0
-    return "holds" if a_better else "does not hold (B better)"
+def verdict(res: dict, key: str) -> str:
+    """The claim "A better" from `stk score --compare`'s own verdict (no difference / <A> / <B> better)."""
+    v = res[key]["verdict"]
+    if v == "no difference":
+        return v
+    return "holds" if v == f"{res['systems'][0]} better" else "does not hold (B better)"
 
 
 def majority(ref: Path) -> str:
@@ -84,7 +84,7 @@ def main() -> None:
         r = res[key]
         claim = CLAIM.get((task, rb), f"{ra} better than {rb}")
         print(f"| {task} {key.upper()} | {ra} − {rb} | {x} | {claim} | {r['a']:.1f} / {r['b']:.1f} | "
-              f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] | {verdict(r['ci'], key == 'cer')} |")
+              f"{r['diff']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}] | {verdict(res, key)} |")
     print(f"\nIntervals: `stk score --compare` ({n} paired bootstrap samples over the test utterances), run by "
           "run.sh stage 7; CER: lower is better, accuracy: higher is better.")
 
