@@ -25,7 +25,7 @@ vocoders="griffin-lim world hifigan unit-vocoder"   # rows after the original (h
 hifigan_config=conf/hifigan.yaml
 hifigan_minutes=12   # wall budget of the HiFi-GAN training (SIGTERM: the trainer checkpoints and stops); 0: none
 unit_vocoder_config=conf/unit_vocoder.yaml
-unit_vocoder_minutes=45  # wall cap of the unit-vocoder training: its config's max_steps (3000, ~21 min at 1 thread at 2.4 updates/s) ends it first unless loaded; 0: none
+unit_vocoder_minutes=45  # wall cap of the unit-vocoder training: its config's max_steps (3000: 32 min at 1 thread, idle machine, 2026-12-02) ends it first unless loaded; 0: none
 units_model=mfcc     # mfcc: MFCC k-means fitted here (k=units_k); else a units model dir or store name (mini-hubert-units)
 units_k=1000         # 1000 as UnitY's / mHuBERT's units (k=100 MFCC units gave judge WER 125 % at 300 updates)
 xvector_config=conf/xvector.yaml
