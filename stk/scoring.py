@@ -350,7 +350,9 @@ def compare(refs: list[str], hyps_a: list[str], hyps_b: list[str], metric: str, 
     """Paired bootstrap of ``A - B`` over the same resampled utterances.
 
     Returns per metric name ``{"a", "b", "diff", "ci": [lo, hi], "verdict"}``: ``verdict`` is
-    ``"no difference"`` when the 95 % interval contains 0, else which system is better.
+    ``"no difference"`` when the 95 % interval contains 0, else which system is better. Error rates
+    (``metric="wer"``) with B > 0 also get ``"ratio"`` A / B and its paired interval ``"ratio_ci"``
+    (resamples where B is 0 are left out).
     """
     if not (len(refs) == len(hyps_a) == len(hyps_b)):
         raise ValueError("references and both hypothesis lists must have the same length")
@@ -370,6 +372,11 @@ def compare(refs: list[str], hyps_a: list[str], hyps_b: list[str], metric: str, 
             verdict = f"{names[0] if a_better else names[1]} better"
         out[name] = {"a": float(full_a[name]), "b": float(full_b[name]), "diff": float(full_a[name] - full_b[name]),
                      "ci": [lo, hi], "verdict": verdict}
+        if metric == "wer" and full_b[name] > 0:  # error-rate ratio A / B (a bar such as "<= 2.5x the original's")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.where(rb[name] > 0, ra[name] / rb[name], np.nan)
+            out[name]["ratio"] = float(full_a[name] / full_b[name])
+            out[name]["ratio_ci"] = _interval(ratios)
     return out
 
 

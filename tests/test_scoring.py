@@ -106,6 +106,10 @@ def test_compare_says_no_difference_or_which_is_better():
     close = list(good)
     close[0] = "x " + close[0].split(" ", 1)[1]
     assert compare(refs, good, close, "wer", 300)["wer"]["verdict"] == "no difference"
+    # error-rate ratio A / B with its paired interval: bad / close around the point ratio; none when B is 0
+    r = compare(refs, bad, close, "wer", 300)["wer"]
+    assert r["ratio"] == r["a"] / r["b"] and r["ratio_ci"][0] < r["ratio"] < r["ratio_ci"][1]
+    assert "ratio" not in compare(refs, bad, good, "wer", 300)["wer"]
 
 
 def test_bleu_bootstrap_and_paired_comparison(tmp_path):

@@ -110,7 +110,8 @@ def score(
         for name, r in res.items():
             if isinstance(r, dict) and "diff" in r:
                 typer.echo(f"{name.upper()} A {r['a']:.2f} B {r['b']:.2f} A-B {r['diff']:+.2f} "
-                           f"95% CI {_fmt_ci(r['ci'])}: {r['verdict'].replace(str(compare[0]), 'A').replace(str(compare[1]), 'B')}")
+                           f"95% CI {_fmt_ci(r['ci'])}: {r['verdict'].replace(str(compare[0]), 'A').replace(str(compare[1]), 'B')}"
+                           + (f"; A/B {r['ratio']:.2f}x 95% CI {_fmt_ci(r['ratio_ci'])}" if "ratio" in r else ""))
         if json_out is not None:
             _write_json(json_out, res)
         return
