@@ -20,12 +20,12 @@ corpus_dir=          # default: ../corpus/<size> (shared with the other mini rec
 eval_sets="synth_test_en real_test_en"
 eval_utts=0          # a seeded subset of each test set (0: all: 48 synth_test_en, 56 real_test_en); the judges cost ~1-2 s per utterance and system
 voc_train_utts=1000  # HiFi-GAN training utterances (a seeded subset of synth_train + real_train)
-uv_train_utts=2000   # unit-vocoder training utterances (a seeded subset of the speaker-encoder training set)
+uv_train_utts=0      # unit-vocoder training utterances (a seeded subset of the speaker-encoder training set; 0: all 4,171)
 vocoders="griffin-lim world hifigan unit-vocoder"   # rows after the original (hifigan, unit-vocoder: trained in stage 2)
 hifigan_config=conf/hifigan.yaml
 hifigan_minutes=12   # wall budget of the HiFi-GAN training (SIGTERM: the trainer checkpoints and stops); 0: none
 unit_vocoder_config=conf/unit_vocoder.yaml
-unit_vocoder_minutes=45  # wall cap of the unit-vocoder training: its config's max_steps (3000: 32 min at 1 thread, idle machine, 2026-12-02) ends it first unless loaded; 0: none
+unit_vocoder_minutes=45  # wall cap of the unit-vocoder training: its config's max_steps (3000: ~20 min at 1 thread on an idle machine with 2 + 3 blocks) ends it first unless loaded; 0: none
 units_model=mfcc     # mfcc: MFCC k-means fitted here (k=units_k); else a units model dir or store name (mini-hubert-units)
 units_k=1000         # 1000 as UnitY's / mHuBERT's units (k=100 MFCC units gave judge WER 125 % at 300 updates)
 xvector_config=conf/xvector.yaml
@@ -67,7 +67,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   stk data combine data/spk_train data/spk_all --exclude data/spk_valid
   stk data combine data/voc_train "$c/synth_train" "$c/real_train" --subset ${voc_train_utts}
   stk data combine data/voc_dev "$c/synth_dev" "$c/real_dev" --subset 40
-  stk data combine data/uv_train data/spk_train --subset ${uv_train_utts}   # unit vocoder: training speakers only
+  stk data combine data/uv_train data/spk_train $( [ "${uv_train_utts}" -gt 0 ] && echo --subset ${uv_train_utts} )   # unit vocoder: training speakers only
   stk data combine data/uv_dev data/spk_valid --subset 40
   for x in ${eval_sets}; do
     stk data combine data/${x} "$c/${x}" --normalize-text $( [ "${eval_utts}" -gt 0 ] && echo --subset ${eval_utts} )
@@ -218,7 +218,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   }
   stk synth report exp --systems original,$(echo ${vocoders} | tr ' ' ',') --sets ${sets} --out exp/RESULTS.md \
     --title "mini vocoders (${size} corpus): copy synthesis of English test speech" \
-    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN (when a row): ${hifigan_config}${train_opts:+ (${train_opts})}, trained in stage 2 for a ${hifigan_minutes}-min wall budget: $(trained exp/hifigan/train.log). Unit vocoder: ${unit_vocoder_config} on $(cat dump/units_model 2>/dev/null) frame units (50/s, not deduplicated) + the source's F0 (DIO, 16 ms, 24 log-F0 bins per octave; \`stk data pitch --bins-per-octave 24\`) of ${uv_train_utts} training utterances, $(trained exp/unit_vocoder/train.log); its log-mels go through Griffin-Lim as above. x-vector similarity: ${xvector_package}."
+    --notes "$(date -u +%F), $(nproc --all) CPU(s) (shared with other jobs when loaded), ${eval_utts} utterances per test set (0: all), stages ${stage}-${stop_stage} took $(( elapsed / 60 )) min $(( elapsed % 60 )) s. Griffin-Lim: 32 iterations, momentum 0.99, from ground-truth 80-bin log-mels (16 kHz, hop 256). WORLD: pyworld DIO+StoneMask / CheapTrick / D4C analysis-synthesis. HiFi-GAN (when a row): ${hifigan_config}${train_opts:+ (${train_opts})}, trained in stage 2 for a ${hifigan_minutes}-min wall budget: $(trained exp/hifigan/train.log). Unit vocoder: ${unit_vocoder_config} on $(cat dump/units_model 2>/dev/null) frame units (50/s, not deduplicated) + the source's F0 (DIO, 16 ms, 24 log-F0 bins per octave; \`stk data pitch --bins-per-octave 24\`) of $(wc -l < data/uv_train/utt2spk) training utterances, $(trained exp/unit_vocoder/train.log); its log-mels go through Griffin-Lim as above. x-vector similarity: ${xvector_package}."
   if [ "${publish_results}" = true ]; then cp exp/RESULTS.md RESULTS.md; log "published exp/RESULTS.md -> RESULTS.md"; fi
   cat exp/RESULTS.md
 fi
